@@ -1,0 +1,107 @@
+"""One PostgreSQL backend as the engine uses it: open, reset, cancel, close.
+
+Every engine connection is an autocommit psycopg ``AsyncConnection``; the engine opens and
+ends each request's transaction itself. ``sessdb`` is put at the end of the connection's
+``search_path`` in the startup packet, so that ``RESET ALL``/``DISCARD ALL`` keep it.
+Notices that the ``sessdb`` SQL functions raise with the ``SESSDB_EVENT_PREFIX`` reach the
+engine while the statement still runs (see ``sessdb.session``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+log = logging.getLogger("sessdb.connection")
+
+APP_NAME = "sessdb"
+SEARCH_PATH = '"$user", public, sessdb'
+
+NoticeHandler = Callable[["Backend", psycopg.errors.Diagnostic], None]
+
+
+class Backend:
+    """A psycopg connection plus what the engine knows of it (pid, who uses it)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+        self.conn = conn
+        self.pid: int = conn.info.backend_pid
+        self.on_notice: NoticeHandler | None = None
+        conn.add_notice_handler(self._notice)
+
+    @classmethod
+    async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10) -> Backend:
+        """Open a connection; raises ``psycopg.OperationalError`` when PostgreSQL is unreachable."""
+        conn = await psycopg.AsyncConnection.connect(
+            dsn,
+            autocommit=True,
+            application_name=app_name,
+            options=f"-c search_path={SEARCH_PATH.replace(' ', '')}",
+            connect_timeout=connect_timeout,
+        )
+        return cls(conn)
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if self.on_notice is not None:
+            try:
+                self.on_notice(self, diag)
+            except Exception:  # a handler bug must not break the connection
+                log.exception("notice handler failed on backend %s", self.pid)
+
+    @property
+    def broken(self) -> bool:
+        """True when the connection cannot be used again."""
+        return self.conn.closed or self.conn.broken
+
+    @property
+    def status(self) -> TransactionStatus:
+        """libpq's transaction status of the connection."""
+        return self.conn.info.transaction_status
+
+    async def reset(self) -> bool:
+        """Forget everything a user left on the connection; False when it is unusable.
+
+        ``DISCARD ALL`` drops temp tables, prepared statements, settings, roles and advisory
+        locks, so nothing of one user is ever seen by the next (contract 5.9).
+        """
+        if self.broken:
+            return False
+        try:
+            if self.status == TransactionStatus.ACTIVE:
+                return False
+            if self.status != TransactionStatus.IDLE:
+                await self.conn.execute("ROLLBACK")
+            await self.conn.execute("DISCARD ALL")
+        except psycopg.Error:
+            return False
+        return self.status == TransactionStatus.IDLE
+
+    async def rollback_if_needed(self) -> bool:
+        """Roll back an open or failed transaction; False when the connection is unusable."""
+        if self.broken:
+            return False
+        status = self.status
+        if status == TransactionStatus.IDLE:
+            return True
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            try:
+                await self.conn.execute("ROLLBACK")
+                return True
+            except psycopg.Error:
+                return False
+        return False
+
+    async def cancel(self) -> None:
+        """Ask PostgreSQL to cancel the statement running on this connection, if any."""
+        if not self.broken:
+            with contextlib.suppress(Exception):
+                await self.conn.cancel_safe(timeout=5)
+
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+        with contextlib.suppress(Exception):
+            await self.conn.close()

@@ -1,0 +1,152 @@
+"""The pool of connections for sessionless requests.
+
+Connections are reset (``DISCARD ALL``) after every use, off the request path, before anyone
+can take them again. A connection can also leave the pool for good with ``detach`` when its
+request makes it a session's; the pool then opens a replacement in the background, so that
+``size`` connections stay ready (contract 5.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+
+import psycopg
+
+from sessdb.connection import Backend
+from sessdb.errors import DatabaseError, ServiceUnavailable
+
+log = logging.getLogger("sessdb.pool")
+
+
+class ConnectionPool:
+    """A fixed number of reset, ready connections, and a FIFO of requests waiting for one."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self.size = size
+        self._idle: collections.deque[Backend] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[Backend]] = collections.deque()
+        self._all: set[Backend] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._opening = 0
+        self._closed = False
+
+    async def open(self) -> None:
+        """Open all connections; raises ``DatabaseError`` when PostgreSQL cannot be reached."""
+        try:
+            backends = await asyncio.gather(*(Backend.open(self.dsn) for _ in range(self.size)))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot open connections: {str(exc).strip().splitlines()[-1]}") from None
+        for backend in backends:
+            self._all.add(backend)
+            self._idle.append(backend)
+
+    @property
+    def backends(self) -> frozenset[Backend]:
+        """Every connection the pool owns, idle or lent out."""
+        return frozenset(self._all)
+
+    async def acquire(self, timeout: float = 30.0) -> Backend:
+        """A reset connection; raises ``ServiceUnavailable`` when none frees up in ``timeout``."""
+        if self._closed:
+            raise ServiceUnavailable("the engine is shutting down")
+        if self._idle and not self._waiters:
+            return self._idle.popleft()
+        future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable("no database connection became free in time", retry_after=1) from None
+        except BaseException:
+            # Critical section: the waiter may have been handed a connection just now.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._give(future.result())
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(future)
+            raise
+
+    def release(self, backend: Backend) -> None:
+        """Give a connection back; it is reset in the background before reuse."""
+        self._spawn(self._reset_and_return(backend))
+
+    def detach(self, backend: Backend) -> None:
+        """The connection leaves the pool (it now belongs to a session); a new one replaces it."""
+        self._all.discard(backend)
+        self._spawn(self._replace())
+
+    def adopt(self, backend: Backend) -> None:
+        """Take in a connection of an ended session (it is reset first) if the pool lacks one."""
+        if len(self._all) + self._opening >= self.size or self._closed:
+            self._spawn(backend.close())
+            return
+        self._all.add(backend)
+        self.release(backend)
+
+    async def close(self) -> None:
+        """Close every connection and fail the waiters."""
+        self._closed = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_exception(ServiceUnavailable("the engine is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(b.close() for b in self._all))
+        self._all.clear()
+        self._idle.clear()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _give(self, backend: Backend) -> None:
+        """Hand a ready connection to the oldest live waiter, or keep it idle."""
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(backend)
+                return
+        self._idle.append(backend)
+
+    async def _reset_and_return(self, backend: Backend) -> None:
+        backend.on_notice = None
+        if not self._closed and await backend.reset():
+            self._give(backend)
+            return
+        self._all.discard(backend)
+        await backend.close()
+        await self._replace()
+
+    async def _replace(self) -> None:
+        if self._closed or len(self._all) + self._opening >= self.size:
+            return
+        self._opening += 1
+        try:
+            backend = await self._open_with_retry()
+        finally:
+            self._opening -= 1
+        if backend is None:
+            return
+        if self._closed:
+            await backend.close()
+            return
+        self._all.add(backend)
+        self._give(backend)
+
+    async def _open_with_retry(self) -> Backend | None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                return await Backend.open(self.dsn)
+            except psycopg.Error as exc:
+                log.warning("cannot open a pool connection (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return None
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro, name="sessdb-pool")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
