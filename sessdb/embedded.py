@@ -41,6 +41,7 @@ DB_NAME = "sessdb"
 SUPERUSER = "postgres"
 METADATA = "cluster.json"
 SYSTEM_HOME = Path("/var/lib/sessdb")
+_START_ATTEMPTS = 20
 _MARKER_NAMES = {METADATA, "pgdata", "postgres.log", "sessdb.lock"}
 
 
@@ -223,10 +224,19 @@ class EmbeddedPostgres:
             info.port = _free_port()
         self._write_conf(info)
         logfile = pgdata / "postgres.log"
-        try:
-            self._pg_ctl(info, ["start", "-w", "-t", "60", "-l", str(logfile)])
-        except DatabaseError as exc:
-            raise DatabaseError(f"{exc}; last log lines: {_tail(logfile)}") from None
+        # A postmaster killed a moment ago may still be dying, and its children still hold the
+        # lock file and shared memory for a few hundred milliseconds: wait for them.
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._pg_ctl(info, ["start", "-w", "-t", "60", "-l", str(logfile)])
+                return
+            except DatabaseError as exc:
+                recent = _tail(logfile)
+                stale = "already exists" in recent or "still in use" in recent
+                if not stale or attempt == _START_ATTEMPTS - 1:
+                    raise DatabaseError(f"{exc}; last log lines: {recent}") from None
+                log.info("waiting for the previous PostgreSQL of %s to go away", pgdata)
+                time.sleep(0.5)
 
     def _write_conf(self, info: ClusterInfo) -> None:
         conf = (

@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     port: int
     data_dir: Path | None
-    log: list[str] = field(default_factory=list)
+    log_path: Path
 
     @property
     def url(self) -> str:
@@ -72,10 +73,11 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
-        """Everything the process printed so far (after it exited)."""
-        if self.proc.poll() is None:
+        """Everything the process printed on stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
             return ""
-        return self.proc.stderr.read() if self.proc.stderr else ""
 
 
 def start_server(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
@@ -86,8 +88,10 @@ def start_server(*args: str, env: dict[str, str] | None = None, data_dir: Path |
     cmd = [sys.executable, "-m", "sessdb", "serve", "--port", str(port), *args]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return ServerProcess(proc, port, data_dir)
+    fd, log_name = tempfile.mkstemp(prefix="sessdb-serve-", suffix=".log")
+    with os.fdopen(fd, "w") as log_file:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    return ServerProcess(proc, port, data_dir, Path(log_name))
 
 
 @pytest.fixture
@@ -105,3 +109,4 @@ def server_factory() -> Iterator:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(10)
+        server.log_path.unlink(missing_ok=True)

@@ -1,0 +1,171 @@
+"""The command line as a newcomer uses it: serve, signals, recovery, and bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fix_db import make_data_dir
+from tests.fix_server import free_port, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def assert_one_line_error(proc, status: int) -> None:  # type: ignore[no-untyped-def]
+    assert proc.returncode == status, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sessdb: error: ")
+    assert "Traceback" not in proc.stderr
+
+
+def cluster_pid(data_dir: Path) -> int | None:
+    pidfile = data_dir / "pgdata" / "postmaster.pid"
+    if not pidfile.exists():
+        return None
+    pid = int(pidfile.read_text().split("\n", 1)[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def test_serve_sigterm_stops_cleanly_and_restarts(server_factory) -> None:  # type: ignore[no-untyped-def]
+    data_dir = make_data_dir()
+    server = server_factory(data_dir=data_dir)
+    server.wait_ready()
+    url = run_cli("db", "url", "--data-dir", str(data_dir)).stdout.strip()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert cluster_pid(data_dir) is not None
+    assert server.stop(signal.SIGTERM, timeout=10) == 0
+    assert cluster_pid(data_dir) is None, "the embedded PostgreSQL must stop with serve"
+    again = server_factory(data_dir=data_dir)
+    again.wait_ready()
+    assert again.stop(signal.SIGTERM, timeout=10) == 0
+
+
+def test_serve_recovers_after_sigkill(server_factory) -> None:  # type: ignore[no-untyped-def]
+    data_dir = make_data_dir()
+    server = server_factory(data_dir=data_dir)
+    server.wait_ready()
+    server.stop(signal.SIGKILL)
+    pg = cluster_pid(data_dir)
+    if pg is not None:  # kill the orphaned PostgreSQL too, the harshest case
+        os.kill(pg, signal.SIGKILL)
+    again = server_factory(data_dir=data_dir)
+    again.wait_ready()
+    assert again.stop(signal.SIGTERM, timeout=10) == 0
+    assert cluster_pid(data_dir) is None
+
+
+def test_serve_adopts_a_database_left_by_a_killed_serve(server_factory) -> None:  # type: ignore[no-untyped-def]
+    data_dir = make_data_dir()
+    server = server_factory(data_dir=data_dir)
+    server.wait_ready()
+    server.stop(signal.SIGKILL)
+    assert cluster_pid(data_dir) is not None
+    again = server_factory(data_dir=data_dir)
+    again.wait_ready()
+    assert again.stop(signal.SIGTERM, timeout=10) == 0
+    assert cluster_pid(data_dir) is None
+
+
+def test_db_start_status_stop() -> None:
+    data_dir = str(make_data_dir())
+    assert run_cli("db", "start", "--data-dir", data_dir).returncode == 0
+    status = run_cli("db", "status", "--data-dir", data_dir)
+    assert "running" in status.stdout and "cluster:" in status.stdout
+    assert run_cli("migrate", "--data-dir", data_dir).returncode == 0
+    assert run_cli("migrate", "--data-dir", data_dir).returncode == 0
+    assert run_cli("db", "stop", "--data-dir", data_dir).stdout.strip() == "stopped"
+    assert "stopped" in run_cli("db", "status", "--data-dir", data_dir).stdout
+
+
+def test_unreachable_dsn_is_one_line() -> None:
+    port = free_port()
+    proc = run_cli("migrate", "--dsn", f"postgresql://nobody:x@127.0.0.1:{port}/none")
+    assert_one_line_error(proc, 1)
+    assert "cannot reach PostgreSQL" in proc.stderr
+
+
+def test_port_in_use_is_one_line(dsn: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = run_cli("serve", "--dsn", dsn, "--port", str(port), "--no-migrate")
+    assert_one_line_error(proc, 1)
+    assert str(port) in proc.stderr
+
+
+def test_data_dir_that_cannot_be_written() -> None:
+    proc = run_cli("db", "start", "--data-dir", "/proc/sessdb-cannot-write-here")
+    assert_one_line_error(proc, 1)
+    assert "data dir" in proc.stderr
+
+
+def test_data_dir_that_holds_something_else(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("mine")
+    proc = run_cli("db", "start", "--data-dir", str(tmp_path))
+    assert_one_line_error(proc, 1)
+    assert "holds something else" in proc.stderr
+    assert (tmp_path / "thesis.tex").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--bogus"), ("serve", "--port", "http"), ("frobnicate",), ("db", "explode"),
+     ("config", "--session-timeout", "0")],
+)
+def test_bad_usage_exits_2(args: tuple[str, ...]) -> None:
+    assert_one_line_error(run_cli(*args), 2)
+
+
+def test_unknown_setting_in_environment_exits_2() -> None:
+    assert_one_line_error(run_cli("config", env={"SESSDB_PROT": "1"}), 2)
+
+
+def test_config_shows_sources() -> None:
+    proc = run_cli("config", "--port", "9999", env={"SESSDB_POOL_SIZE": "3"})
+    assert proc.returncode == 0
+    lines = {ln.split()[0]: ln for ln in proc.stdout.splitlines()}
+    assert "9999" in lines["PORT"] and "(flag)" in lines["PORT"]
+    assert "(env)" in lines["POOL_SIZE"]
+    assert "(default)" in lines["HOST"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root case needs root")
+def test_root_leaves_parent_modes_unchanged() -> None:
+    base = Path("/root") / f"sessdb-modes-{os.getpid()}"
+    private = base / "private"
+    private.mkdir(parents=True)
+    base.chmod(0o711)
+    private.chmod(0o700)
+    data_dir = private / "data"
+    watched = [Path("/"), Path("/root"), base, private]
+    before = {p: stat.S_IMODE(p.stat().st_mode) for p in watched}
+    try:
+        assert run_cli("db", "start", "--data-dir", str(data_dir)).returncode == 0
+        status = run_cli("db", "status", "--data-dir", str(data_dir)).stdout
+        assert "/var/lib/sessdb/clusters/" in status, status
+        url = run_cli("db", "url", "--data-dir", str(data_dir)).stdout.strip()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        after = {p: stat.S_IMODE(p.stat().st_mode) for p in watched}
+        assert after == before
+    finally:
+        run_cli("db", "stop", "--data-dir", str(data_dir))
+        import shutil
+
+        cluster = [ln.split()[-1] for ln in status.splitlines() if ln.startswith("cluster:")]
+        shutil.rmtree(base, ignore_errors=True)
+        if cluster:
+            shutil.rmtree(Path(cluster[0]).parent, ignore_errors=True)

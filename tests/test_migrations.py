@@ -1,0 +1,46 @@
+"""Migrations: idempotent `sessdb migrate`, and a full downgrade/upgrade cycle."""
+
+from __future__ import annotations
+
+import psycopg
+
+from sessdb.migrate import alembic_command, migrate
+
+SCHEMA_QUERY = """
+SELECT c.relname, c.relkind, string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod), ',' ORDER BY a.attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = 'sessdb' GROUP BY c.relname, c.relkind ORDER BY 1
+"""
+FUNCTIONS_QUERY = """
+SELECT p.oid, p.proname, md5(p.prosrc) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'sessdb' ORDER BY 2, 1
+"""
+
+
+def snapshot(dsn: str) -> tuple[list, list]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(SCHEMA_QUERY).fetchall(), conn.execute(FUNCTIONS_QUERY).fetchall()
+
+
+def test_migrate_twice_changes_nothing_the_second_time(scratch_dsn: str) -> None:
+    migrate(scratch_dsn)
+    first = snapshot(scratch_dsn)
+    migrate(scratch_dsn)
+    assert snapshot(scratch_dsn) == first
+    tables = {row[0] for row in first[0]}
+    assert {"services", "http_sessions", "state_items", "alembic_version"} <= tables
+
+
+def test_downgrade_base_then_upgrade_head(scratch_dsn: str) -> None:
+    migrate(scratch_dsn)
+    alembic_command(scratch_dsn, "downgrade", "base")
+    with psycopg.connect(scratch_dsn) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'sessdb' AND tablename <> 'alembic_version'"
+        ).fetchone()
+    assert left == (0,)
+    alembic_command(scratch_dsn, "upgrade", "head")
+    migrate(scratch_dsn)
+    with psycopg.connect(scratch_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM sessdb.services").fetchone() == (0,)
