@@ -17,6 +17,7 @@ from aiohttp import web
 from sessdb.config import Settings
 from sessdb.errors import SessdbError
 from sessdb.web.app import make_app
+from sessdb.web.protocol import SessdbRunner
 
 log = logging.getLogger("sessdb.web")
 
@@ -29,8 +30,8 @@ async def serve(settings: Settings, dsn: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(make_app(settings, dsn), handle_signals=False, shutdown_timeout=GRACE_SECONDS,
-                           access_log=None)
+    runner = SessdbRunner(make_app(settings, dsn), handle_signals=False, shutdown_timeout=GRACE_SECONDS,
+                          access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)

@@ -9,6 +9,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sessdb.config import Settings
 from sessdb.web.app import ENGINE, make_app
+from sessdb.web.protocol import SessdbRunner
+
+
+class SessdbTestServer(TestServer):
+    """aiohttp's TestServer on sessdb's runner (parse-error statuses, read timeout, cancellation)."""
+
+    async def _make_runner(self, **kwargs):  # type: ignore[no-untyped-def]
+        return SessdbRunner(self.app, **kwargs)
 
 
 def test_settings(dsn: str, **changes: object) -> Settings:
@@ -28,9 +36,9 @@ async def make_client(dsn: str) -> AsyncIterator:
     """A factory of HTTP clients on fresh apps: ``client = await make_client(pool_size=2)``."""
     clients: list[TestClient] = []
 
-    async def factory(**changes: object) -> TestClient:
+    async def factory(read_timeout: float = 30.0, **changes: object) -> TestClient:
         app = make_app(test_settings(dsn, **changes), dsn)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(SessdbTestServer(app, host="127.0.0.1", read_timeout=read_timeout))
         await client.start_server()
         clients.append(client)
         return client

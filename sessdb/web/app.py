@@ -8,11 +8,11 @@ from aiohttp import web
 
 from sessdb.config import Settings
 from sessdb.engine import Engine
+from sessdb.web.app_keys import DSN, ENGINE, SETTINGS
 from sessdb.web.errors import error_middleware
+from sessdb.web.handlers import call_service
 
-ENGINE = web.AppKey("engine", Engine)
-SETTINGS = web.AppKey("settings", Settings)
-DSN = web.AppKey("dsn", str)
+__all__ = ["DSN", "ENGINE", "SETTINGS", "make_app"]
 
 
 async def live(request: web.Request) -> web.Response:
@@ -45,4 +45,5 @@ def make_app(settings: Settings, dsn: str) -> web.Application:
     app.cleanup_ctx.append(_engine_ctx)
     app.router.add_get("/_sessdb/live", live)
     app.router.add_get("/_sessdb/ready", ready)
+    app.router.add_route("*", "/{tail:.*}", call_service)
     return app

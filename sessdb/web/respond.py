@@ -1,0 +1,76 @@
+"""Turning an ``Outcome`` into the HTTP response: status, headers and body by service type.
+
+The application shapes the response with ``sa_set_http_header`` (its events, in order) or
+PostgREST's ``response.headers`` / ``response.status``; a failed statement answers 500 with
+its SQLSTATE and message unless the application already chose a status (contract 3).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from sessdb.execute import Outcome
+from sessdb.web.render import render_error, render_result
+
+STATUS_HEADER = "@HttpStatus"
+_TIMEOUT_SQLSTATE = "57014"
+
+
+@dataclass
+class ResponsePlan:
+    """Headers and status an application asked for while its statement ran."""
+
+    headers: dict[str, tuple[str, str]] = field(default_factory=dict)  # lower name -> (name, value)
+    status: int | None = None
+    reason: str | None = None
+
+    def apply_header_event(self, name: str, value: str | None) -> None:
+        """Apply one ``sa_set_http_header`` call (value None removes the header)."""
+        if name == STATUS_HEADER:
+            if value is not None:
+                code, _, reason = value.partition(":")
+                self.status, self.reason = int(code), reason or None
+            return
+        if value is None:
+            self.headers.pop(name.lower(), None)
+        else:
+            self.headers[name.lower()] = (name, value)
+
+    def apply_pgrst(self, headers_json: str | None, status: str | None) -> None:
+        """Apply PostgREST's ``response.headers`` (a JSON array of objects) and ``response.status``."""
+        if headers_json:
+            try:
+                items = json.loads(headers_json)
+            except ValueError:
+                items = []
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    for name, value in item.items():
+                        if isinstance(name, str) and isinstance(value, str) and "\n" not in value + name:
+                            self.headers[name.lower()] = (name, value)
+        if status and status.strip().isdigit() and 100 <= int(status) <= 999:
+            self.status = int(status)
+
+
+def build_response(kind: str, outcome: Outcome, plan: ResponsePlan, *, timed_out: bool = False) -> web.Response:
+    """The response for a finished call."""
+    plan.apply_pgrst(outcome.pgrst_headers, outcome.pgrst_status)
+    if outcome.error is None:
+        body, ctype = render_result(kind, outcome.columns, outcome.rows)
+        status = plan.status or 200
+    else:
+        status = plan.status or (504 if timed_out or outcome.error.sqlstate == _TIMEOUT_SQLSTATE else 500)
+        diag = outcome.error.diag
+        body, ctype = render_error(kind, status, outcome.error.sqlstate, diag.message_primary or str(outcome.error),
+                                   diag.message_detail, diag.message_hint)
+    response = web.Response(status=status, reason=plan.reason, body=body)
+    headers = dict(plan.headers)
+    if outcome.error is not None and plan.status is None:
+        headers["content-type"] = ("Content-Type", ctype)  # the error document, whatever was set
+    headers.setdefault("content-type", ("Content-Type", ctype))
+    for name, value in headers.values():
+        response.headers[name] = value
+    return response
