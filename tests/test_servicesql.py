@@ -105,7 +105,10 @@ def test_other_statements_are_none(stmt: str) -> None:
 
 
 def test_contract_example() -> None:
-    stmt = "CREATE SERVICE \"hello\" TYPE 'JSON' URL OFF AUTHORIZATION OFF USER app AS SELECT :who AS greeting;"
+    stmt = (
+        "CREATE SERVICE \"hello\" TYPE 'JSON' URL OFF AUTHORIZATION OFF USER app "
+        "AS SELECT :who AS greeting;"
+    )
     assert parse_command(stmt) == Command(
         "create_service",
         {
@@ -120,7 +123,8 @@ def test_contract_example() -> None:
 
 
 def test_minimal_create_leaves_defaults_to_the_sql_function() -> None:
-    assert parse_command("create service s type 'raw'") == Command("create_service", {"name": "s", "type": "RAW"})
+    expected = Command("create_service", {"name": "s", "type": "RAW"})
+    assert parse_command("create service s type 'raw'") == expected
 
 
 def test_create_or_replace() -> None:
@@ -158,7 +162,9 @@ def test_every_type(service_type: str) -> None:
     assert command is not None and command.args["type"] == service_type
 
 
-@pytest.mark.parametrize(("clause", "value"), [("URL ON", "ON"), ("URL PATH OFF", "OFF"), ("url elements", "ELEMENTS")])
+@pytest.mark.parametrize(
+    ("clause", "value"), [("URL ON", "ON"), ("URL PATH OFF", "OFF"), ("url elements", "ELEMENTS")]
+)
 def test_url_clause(clause: str, value: str) -> None:
     command = parse_command(f"CREATE SERVICE s TYPE 'RAW' {clause}")
     assert command is not None and command.args["url"] == value
@@ -171,7 +177,13 @@ def test_enable_and_authorization_values() -> None:
 
 
 def test_user_names_follow_postgresql_identifier_rules() -> None:
-    cases = {"USER App": "app", 'USER "App"': "App", "USER NULL": None, 'USER "NULL"': "NULL", 'USER "a""b"': 'a"b'}
+    cases = {
+        "USER App": "app",
+        'USER "App"': "App",
+        "USER NULL": None,
+        'USER "NULL"': "NULL",
+        'USER "a""b"': 'a"b',
+    }
     for clause, expected in cases.items():
         command = parse_command(f"CREATE SERVICE s TYPE 'RAW' {clause}")
         assert command is not None and command.args["user_name"] == expected, clause
