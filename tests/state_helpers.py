@@ -52,6 +52,16 @@ class Reply:
         return {k for k, _ in self.headers}
 
 
+def check_envelope(reply: Reply) -> None:
+    """S3: Content-Length and X-AspNet-Version (major >= 2) always; never chunked, never typed."""
+    assert reply.header("Content-Length") is not None
+    version = reply.header("X-AspNet-Version")
+    assert version is not None and int(version.split(".")[0]) >= 2, reply
+    assert reply.header("Transfer-Encoding") is None and reply.header("Content-Type") is None
+    if reply.status in (404, 423):
+        assert reply.body == b"" and reply.header("Content-Length") == "0"
+
+
 @dataclass
 class StateClient:
     """A raw TCP connection to a state server."""
@@ -97,6 +107,7 @@ class StateClient:
         length = int(reply.header("Content-Length") or "-1")
         assert length >= 0, f"no Content-Length in {lines}"
         reply.body = await self.reader.readexactly(length)
+        check_envelope(reply)
         return reply
 
     async def at_eof(self, timeout: float = 5) -> bool:

@@ -70,6 +70,7 @@ class StateServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients: dict[asyncio.Task[None], _Client] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_waiters: list[asyncio.Future[int]] = []
         self._stopping = False
 
     async def start(self) -> None:
@@ -159,6 +160,18 @@ class StateServer:
 
     # -- sweeper -------------------------------------------------------------------------------
 
+    async def next_sweep(self) -> int:
+        """Wait for the next sweep cycle to finish; returns how many items it deleted."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._sweep_waiters.append(future)
+        return await future
+
+    def _swept(self, deleted: int) -> None:
+        waiters, self._sweep_waiters = self._sweep_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(deleted)
+
     async def _sweep_forever(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.settings.sweep_interval
@@ -166,6 +179,7 @@ class StateServer:
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at = loop.time() + interval  # reschedule first: a slow sweep never stops the next
+            deleted = 0
             try:
                 async with self.pool.connection() as conn:
                     deleted = await store.sweep_expired(conn)
@@ -173,3 +187,4 @@ class StateServer:
                     log.info("swept %d expired state items", deleted)
             except Exception as exc:  # never die: log and try again next time
                 log.warning("state sweep failed: %s", exc)
+            self._swept(deleted)
