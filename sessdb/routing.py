@@ -56,7 +56,8 @@ def resolve(services: Mapping[str, Service], path: str, dbname: str | None = Non
     if route is None:
         root = services.get("root")
         if root is not None and root.enabled:
-            return _route(root, "", with_rest=root.url != "OFF")
+            # the whole path is the rest: a URL ON root sees it in ``url``
+            return _route(root, trimmed, with_rest=root.url != "OFF")
     return route
 
 
