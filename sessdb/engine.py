@@ -1,14 +1,22 @@
 """The Engine: the one object the web layer talks to.
 
-It owns the connection pool, the service catalog, the authenticator and the background parts
-(sessions, sweeper, state server), starts them in order and stops them in reverse order.
+It owns the connection pool, the service catalog, the authenticator, the sessions and the
+background parts (admin listener, sweeper, state server), starts them in order and stops them
+in reverse order. ``run`` takes a planned call and runs it in the request's session or on a
+pooled connection; the SQL always runs in a task the engine owns, so a client that goes away
+only cancels the statement, and the task settles the session and the connection itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from dataclasses import dataclass
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -19,18 +27,28 @@ from sessdb.errors import DatabaseError, ServiceUnavailable
 from sessdb.execute import Outcome, run_call
 from sessdb.plan import Call
 from sessdb.pool import ConnectionPool
+from sessdb.routing import Service
 from sessdb.services import Catalog
+from sessdb.session import Grant, RequestSessions, Session
+from sessdb.sessions import SessionManager, wall_now
+from sessdb.sweeper import Sweeper
+from sessdb.web.inputs import COOKIELESS, HttpInput
 from sessdb.web.respond import ResponsePlan
 
 log = logging.getLogger("sessdb.engine")
 
+_SYNC_SQL = "SELECT sessdb._sync_from_request(%s, %s)"
+
 
 @dataclass
 class Result:
-    """A finished call: its outcome and the response changes the application asked for."""
+    """A finished call: its outcome, the response changes asked for, and session cookies."""
 
-    outcome: Outcome
-    plan: ResponsePlan
+    outcome: Outcome | None
+    plan: ResponsePlan = field(default_factory=ResponsePlan)
+    set_cookie: str | None = None  # a sessionid cookie to set
+    clear_cookie: bool = False
+    redirect: str | None = None  # session => 'required-url'
 
 
 class Engine:
@@ -39,12 +57,20 @@ class Engine:
     def __init__(self, settings: Settings, dsn: str) -> None:
         self.settings = settings
         self.dsn = dsn
+        self.engine_id = uuid.uuid4().hex
+        self.slot_class = int.from_bytes(secrets.token_bytes(4), "big") & 0x7FFFFFFF
         self.pool = ConnectionPool(dsn, settings.pool_size)
-        self.catalog = Catalog(dsn)
+        self.catalog = Catalog(dsn, on_admin=self._on_admin)
         self.auth = Authenticator(dsn)
+        self.sessions = SessionManager(queue_limit=settings.session_queue_limit,
+                                       default_timeout=settings.session_timeout,
+                                       bind_ip=settings.session_bind_ip, on_closed=self._dispose)
+        self.sweeper = Sweeper(self)
         self.state_server = None  # sessdb.stateserver.server.StateServer when STATE_PORT is set
-        self._tasks: set[asyncio.Task[Result]] = set()
+        self._tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
         self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the pool, load the catalog, start the background parts; raises ``DatabaseError``."""
@@ -54,6 +80,7 @@ class Engine:
         except psycopg.Error as exc:
             await self.pool.close()
             raise DatabaseError(f"cannot load the service catalog: {exc}") from None
+        self.sweeper.start()
         if self.settings.state_port is not None:
             from sessdb.stateserver.server import StateServer
 
@@ -61,11 +88,19 @@ class Engine:
             await self.state_server.start()
 
     async def stop(self) -> None:
-        """Stop the parts and close every connection."""
+        """Stop the parts, close every session and connection."""
         self._stopping = True
         if self.state_server is not None:
             await self.state_server.stop()
+        await self.sweeper.stop()
         await self.catalog.stop()
+        for session in self.sessions:
+            self.sessions.drop(session, "shutdown")
+            if not session.busy:
+                self.sessions.close(session)
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for session in self.sessions:
+            await session.backend.close()
         await self.pool.close()
 
     async def ready(self) -> bool:
@@ -90,37 +125,215 @@ class Engine:
         seconds = self.settings.request_timeout
         return max(1, int(seconds * 1000)) if seconds else None
 
-    async def run_sessionless(self, call: Call) -> Result:
-        """Run ``call`` on a pooled connection; the SQL runs in a task owned by the engine.
+    # -- running calls -------------------------------------------------------------------------
 
-        If the caller is cancelled (its client went away), the statement is cancelled in
-        PostgreSQL and the task rolls back and returns the connection by itself.
-        """
+    async def run(self, service: Service, inp: HttpInput, call: Call) -> Result:
+        """Run ``call`` for a request: in its session when it presents a live one, else pooled."""
         if self._stopping:
             raise ServiceUnavailable("the engine is shutting down")
+        presented = inp.session_id()
+        session = self.sessions.lookup(presented)
+        new_cookie = None
+        if session is None and service.session != "optional":
+            session = await self._create_session(inp.peer)
+            if service.session == "required-url":
+                return Result(None, redirect=_cookieless_url(session.id, inp))
+            presented = new_cookie = session.id
+        if session is not None:
+            assert presented is not None
+            grant = await self.sessions.enter(session, presented, inp.peer)
+            if grant is Grant.RUN:
+                result = await self._owned(self._run_in_session(session, call, inp), session.backend)
+                result.set_cookie = result.set_cookie or new_cookie
+                return result
         backend = await self.pool.acquire()
-        task = asyncio.get_running_loop().create_task(self._run_pooled(backend, call), name="sessdb-call")
+        return await self._owned(self._run_pooled(backend, call, inp), backend)
+
+    async def _owned(self, work: Awaitable[Result], backend: Backend) -> Result:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
-                await backend.cancel()
+                await backend.cancel()  # the client left: stop the statement; the task cleans up
             raise
 
-    async def _run_pooled(self, backend: Backend, call: Call) -> Result:
-        plan = ResponsePlan()
+    def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
+        session = run.session
+        return [
+            ("sessdb.session_id", session.id if session else ""),
+            ("sessdb.session_created", session.created_at.isoformat() if session else ""),
+            ("sessdb.session_last", session.last_time.isoformat() if session and session.last_time else ""),
+            ("sessdb.session_timeout", _minutes(session.timeout_minutes) if session else ""),
+            ("sessdb.default_timeout", _minutes(self.settings.session_timeout)),
+            ("sessdb.session_creator", "1" if run.creator else "0"),
+            ("sessdb.pending_id", ""),
+            ("sessdb.slots", f"{self.slot_class}:{self.settings.max_sessions}"),
+        ]
+
+    async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan) -> Outcome:
+        def on_event(event: dict) -> None:  # type: ignore[type-arg]
+            kind = event.get("kind")
+            if kind == "header" and isinstance(event.get("name"), str):
+                plan.apply_header_event(event["name"], event.get("value"))
+            elif kind == "session":
+                self.sessions.apply_event(run, backend, event)
+
+        return await run_call(backend, call, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
+                              extra_settings=self._settings_for(run),
+                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]))
+
+    async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput) -> Result:
+        run = RequestSessions(inherited=None, peer=inp.peer)
+        result = Result(None)
         try:
-            outcome = await run_call(backend, call, on_event=lambda e: _apply_event(plan, e),
-                                     statement_timeout_ms=self.statement_timeout_ms)
+            result.outcome = await self._execute(backend, call, run, result.plan)
         finally:
-            self.pool.release(backend)
-        if outcome.error is not None and isinstance(outcome.error, psycopg.OperationalError) and backend.broken:
+            created = run.created
+            if created is None or backend.broken:
+                self.pool.release(backend)
+            else:
+                self.pool.detach(backend)
+        if created is not None:
+            await self._settle_created(created, result)
+        elif run.replaced_ids and self.settings.session_cookie == "auto":
+            result.clear_cookie = True
+        self._check_lost(backend)
+        return result
+
+    async def _settle_created(self, session: Session, result: Result) -> None:
+        """After a creator request: mirror the session if its transaction rolled back, then release it."""
+        backend = session.backend
+        if backend.broken:
+            self.sessions.drop(session, "killed")
+            self.sessions.close(session)
             raise ServiceUnavailable("the database connection was lost", retry_after=1)
-        return Result(outcome, plan)
+        if result.outcome is not None and result.outcome.error is not None:
+            await self._mirror(session)
+        if self.settings.session_cookie == "auto":
+            result.set_cookie = session.id
+        self._leave(session)
+        if session.marked is not None:
+            raise ServiceUnavailable(f"session {session.id!r} was dropped", retry_after=1)
+
+    async def _run_in_session(self, session: Session, call: Call, inp: HttpInput) -> Result:
+        run = RequestSessions(inherited=session, peer=inp.peer)
+        result = Result(None)
+        try:
+            result.outcome = await self._execute(session.backend, call, run, result.plan)
+        except BaseException:
+            self._end_session_run(session, run, committed=False)
+            raise
+        committed = result.outcome.error is None
+        if not committed and isinstance(run.pending, str) and not session.backend.broken:
+            await _quietly(session.backend.conn.execute("SELECT sessdb._release_id(%s)", [run.pending]))
+        now_in = self._end_session_run(session, run, committed)
+        if session.marked is not None:
+            raise ServiceUnavailable(f"session {session.id!r} was dropped", retry_after=1)
+        if self.settings.session_cookie == "auto":
+            if now_in is None:
+                result.clear_cookie = True
+            elif now_in.id != inp.session_id():
+                result.set_cookie = now_in.id
+        return result
+
+    def _end_session_run(self, session: Session, run: RequestSessions, committed: bool) -> Session | None:
+        if session.backend.broken and session.marked is None:
+            self.sessions.drop(session, "killed")
+        now_in = self.sessions.finish(run, committed)
+        if now_in is None:
+            self._dispose(session)
+        else:
+            self._leave(session)
+        return now_in
+
+    def _leave(self, session: Session) -> None:
+        if session.marked is not None:
+            self.sessions.close(session)
+        else:
+            self.sessions.leave(session)
+
+    def _check_lost(self, backend: Backend) -> None:
+        if backend.broken:
+            raise ServiceUnavailable("the database connection was lost", retry_after=1)
+
+    # -- creating and ending sessions ----------------------------------------------------------
+
+    async def _create_session(self, peer: str | None) -> Session:
+        """A new idle session for a ``session => 'required'`` service (contract 5.8)."""
+        backend = await self.pool.acquire()
+        session_id = secrets.token_urlsafe(32)
+        try:
+            cur = await backend.conn.execute(
+                "SELECT sessdb._create_session(%s, %s)", [session_id, f"{self.slot_class}:{self.settings.max_sessions}"]
+            )
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            self.pool.release(backend)
+            raise ServiceUnavailable(f"cannot create a session: {exc.diag.message_primary or exc}", retry_after=1) from None
+        session = Session(id=session_id, backend=backend, created_at=wall_now(),
+                          timeout_minutes=self.settings.session_timeout, creator_addr=peer,
+                          slot=row[0] if row else None, busy=False, last_release=time.monotonic())
+        self.pool.detach(backend)
+        self.sessions.register(session)
+        await self._mirror(session)
+        return session
+
+    async def _mirror(self, session: Session) -> None:
+        await _quietly(session.backend.conn.execute(
+            "SELECT sessdb._sync_session(%s, %s, %s, %s, %s, 'idle', 0, %s)",
+            [session.id, self.engine_id, session.created_at, session.last_time, session.timeout_minutes,
+             session.creator_addr or ""],
+        ))
+
+    def _dispose(self, session: Session) -> None:
+        """A session ended: its connection forgets it and returns to the pool (or closes)."""
+        task = asyncio.get_running_loop().create_task(self._dispose_backend(session.backend), name="sessdb-dispose")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispose_backend(self, backend: Backend) -> None:
+        if backend.broken or self._stopping:
+            await backend.close()
+            return
+        await _quietly(backend.rollback_if_needed())
+        await _quietly(backend.conn.execute("SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"))
+        self.pool.adopt(backend)
+
+    def _on_admin(self, payload: str) -> None:
+        """A message on ``sessdb_admin`` (``sessdb.drop_connection``)."""
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if message.get("op") != "drop" or not isinstance(message.get("conn_id"), int):
+            return
+        session = self.sessions.by_pid(message["conn_id"])
+        if session is None:
+            return
+        log.info("dropping session %s (connection %s) at an admin's request", session.id, session.backend.pid)
+        busy = session.busy
+        self.sessions.drop(session, "admin")
+        if busy:
+            task = asyncio.get_running_loop().create_task(session.backend.cancel(), name="sessdb-cancel")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
-def _apply_event(plan: ResponsePlan, event: dict) -> None:  # type: ignore[type-arg]
-    if event.get("kind") == "header" and isinstance(event.get("name"), str):
-        plan.apply_header_event(event["name"], event.get("value"))
+def _minutes(value: float) -> str:
+    return f"{value:g}"
+
+
+def _cookieless_url(session_id: str, inp: HttpInput) -> str:
+    """The request's own URL (as sent) with ``/(S(id))`` in front of its path."""
+    raw = COOKIELESS.sub("", inp.uri, count=1)
+    return f"/(S({session_id}))" + (raw if raw.startswith("/") else "/" + raw)
+
+
+async def _quietly(work: Awaitable[object]) -> None:
+    try:
+        await work
+    except (psycopg.Error, OSError) as exc:
+        log.debug("ignored: %s", exc)

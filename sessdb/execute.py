@@ -38,9 +38,10 @@ class Outcome:
     committed: bool = False
 
 
-def _settings_query(call: Call, statement_timeout_ms: int | None) -> tuple[sql.Composed, list[str]]:
-    names = [name for name, _ in call.settings]
-    values = [value for _, value in call.settings]
+def _settings_query(call: Call, statement_timeout_ms: int | None,
+                    extra: list[tuple[str, str]]) -> tuple[sql.Composed, list[str]]:
+    names = [name for name, _ in call.settings] + [name for name, _ in extra]
+    values = [value for _, value in call.settings] + [value for _, value in extra]
     if call.role is not None:
         names.append("role")
         values.append(call.role)
@@ -52,9 +53,12 @@ def _settings_query(call: Call, statement_timeout_ms: int | None) -> tuple[sql.C
 
 
 async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | None = None,
-                   statement_timeout_ms: int | None = None) -> Outcome:
+                   statement_timeout_ms: int | None = None, extra_settings: list[tuple[str, str]] | None = None,
+                   before_commit: tuple[str, list[Any]] | None = None) -> Outcome:
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
 
+    ``extra_settings`` are more transaction-local settings; ``before_commit`` is a statement
+    (text, params) run after the service statement, inside its transaction.
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
     (``psycopg.OperationalError``) are returned the same way; the caller checks
     ``backend.broken``. Cancellation propagates (the caller cancels the statement first).
@@ -62,7 +66,7 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     outcome = Outcome()
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
-    settings_query, settings_values = _settings_query(call, statement_timeout_ms)
+    settings_query, settings_values = _settings_query(call, statement_timeout_ms, extra_settings or [])
     cursor = psycopg.AsyncRawCursor(conn)
     try:
         async with conn.pipeline():
@@ -72,6 +76,8 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
             pgrst = await conn.execute(
                 "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
             )
+            if before_commit is not None:
+                await conn.execute(before_commit[0], before_commit[1])
             await conn.execute("COMMIT")
         outcome.committed = True
         if cursor.description is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from types import MappingProxyType
 
 import psycopg
@@ -20,6 +21,7 @@ from sessdb.routing import Service
 log = logging.getLogger("sessdb.services")
 
 CHANNEL = "sessdb_services"
+ADMIN_CHANNEL = "sessdb_admin"
 POLL_SECONDS = 30.0
 _QUERY = """
 SELECT name, type, statement, url, methods, "authorization", user_name, session, enabled, group_name, format
@@ -40,8 +42,9 @@ def service_from_row(row: dict) -> Service:  # type: ignore[type-arg]
 class Catalog:
     """The current services by name; ``services`` is replaced whole on every reload."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, on_admin: Callable[[str], None] | None = None) -> None:
         self.dsn = dsn
+        self.on_admin = on_admin
         self.services: MappingProxyType[str, Service] = MappingProxyType({})
         self.dbname: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -70,6 +73,7 @@ class Catalog:
     async def _connect(self) -> psycopg.AsyncConnection:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, application_name="sessdb-catalog")
         await conn.execute(f"LISTEN {CHANNEL}")
+        await conn.execute(f"LISTEN {ADMIN_CHANNEL}")
         await self._reload(conn)
         return conn
 
@@ -107,11 +111,22 @@ class Catalog:
 
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         while True:
-            got = False
-            async for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                got = True
-            if got:
+            changed = not await self._take(conn, timeout=POLL_SECONDS, stop_after=1)
+            if changed:
                 # several changes in a burst: drain them before one reload
-                async for _ in conn.notifies(timeout=0.01):
-                    pass
+                await self._take(conn, timeout=0.01)
             await self._reload(conn)
+
+    async def _take(self, conn: psycopg.AsyncConnection, **kwargs: float) -> bool:
+        """Handle notifications; True when only admin messages came (no catalog change)."""
+        admin_only = True
+        async for notify in conn.notifies(**kwargs):  # type: ignore[arg-type]
+            if notify.channel == ADMIN_CHANNEL:
+                if self.on_admin is not None:
+                    try:
+                        self.on_admin(notify.payload)
+                    except Exception:
+                        log.exception("admin message %r failed", notify.payload)
+            else:
+                admin_only = False
+        return admin_only

@@ -1,14 +1,375 @@
--- HTTP sessions from SQL (contract sections 4 and 5). Filled in by the sessions work; these first
--- definitions refuse clearly instead of failing with "function does not exist".
+-- HTTP sessions from SQL (contract sections 4 and 5).
+--
+-- The engine's memory is the authority on sessions. What SQL needs to decide at once lives in
+-- PostgreSQL itself:
+--   * A session id is owned through a session-level advisory lock on hashtextextended(id),
+--     held by the connection of the session (or of the request that has it pending). Taking
+--     an id another connection holds fails at once: SD939 at the call, as in SQL Anywhere.
+--   * A live session also holds one of MAX_SESSIONS slot locks (classid = the engine's slot
+--     class), so no more sessions than that can exist, whatever the concurrency.
+--   * The request's view of its session is in transaction-local settings the engine sets at
+--     the start of each request: sessdb.session_id, .session_created, .session_last,
+--     .session_timeout, .session_creator ('1' when the request started without a session),
+--     .pending_id and .slots ('<class>:<max>').
+--   * Changes are reported to the engine while the statement runs, as 'sessdb-event' notices.
+-- sessdb.http_sessions mirrors the engine's sessions for other connections; each session
+-- connection updates its own row after each request.
+
+CREATE OR REPLACE FUNCTION sessdb._setting(name text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT nullif(current_setting(name, true), '')
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb._id_lock_key(id text)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('sessdb-session:' || id, 0)
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb._sd939(message text, hint text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM sessdb._raise('SD939', message, hint);
+END $$;
+
+-- Claims a session id for this connection (the advisory lock); false when another holds it.
+CREATE OR REPLACE FUNCTION sessdb._claim_id(id text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT pg_try_advisory_lock(sessdb._id_lock_key(id))
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb._release_id(id text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF id IS NOT NULL AND id <> '' THEN
+        WHILE pg_advisory_unlock(sessdb._id_lock_key(id)) LOOP
+        END LOOP;
+    END IF;
+END $$;
+
+-- Takes one of the engine's session slots; the slot number, or NULL when all are taken.
+CREATE OR REPLACE FUNCTION sessdb._claim_slot(slots text)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    class integer := split_part(slots, ':', 1)::integer;
+    total integer := split_part(slots, ':', 2)::integer;
+    start integer;
+    i integer;
+BEGIN
+    IF total <= 0 THEN
+        RETURN NULL;
+    END IF;
+    start := floor(random() * total)::integer;
+    FOR i IN 0 .. total - 1 LOOP
+        IF pg_try_advisory_lock(class, (start + i) % total) THEN
+            RETURN (start + i) % total;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Claims id and a slot for a new session on this connection (the engine uses it for
+-- session => 'required'); raises SD939 or SD941 like sa_set_http_option would.
+CREATE OR REPLACE FUNCTION sessdb._create_session(id text, slots text)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    slot integer;
+BEGIN
+    IF NOT sessdb._claim_id(id) THEN
+        PERFORM sessdb._sd939(format('invalid setting for HTTP option ''SessionID'': %L is in use', id));
+    END IF;
+    slot := sessdb._claim_slot(slots);
+    IF slot IS NULL THEN
+        PERFORM sessdb._release_id(id);
+        PERFORM sessdb._raise('SD941', 'too many HTTP sessions', 'raise MAX_SESSIONS, or delete sessions that are done');
+    END IF;
+    RETURN slot;
+END $$;
 
 CREATE OR REPLACE FUNCTION sessdb._set_session_id(value text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    target text := coalesce(value, '');
+    current_id text := coalesce(sessdb._setting('sessdb.session_id'), '');
+    pending text := sessdb._setting('sessdb.pending_id');
+    slot integer;
 BEGIN
-    PERFORM sessdb._raise('SD939', 'HTTP sessions are not available in this version of sessdb');
+    IF sessdb._request() IS NULL THEN
+        PERFORM sessdb._sd939('SessionID can only be set by a service request');
+    END IF;
+    IF length(target) > 128 THEN
+        PERFORM sessdb._sd939('invalid setting for HTTP option ''SessionID'': an id has at most 128 characters');
+    END IF;
+    IF sessdb._setting('sessdb.session_creator') = '1' THEN
+        -- a creator request: every change takes effect at once (contract 5.3)
+        IF target = current_id THEN
+            RETURN;
+        END IF;
+        IF target <> '' THEN
+            IF NOT sessdb._claim_id(target) THEN
+                PERFORM sessdb._sd939(format('invalid setting for HTTP option ''SessionID'': %L is in use', target));
+            END IF;
+            IF current_id = '' THEN
+                slot := sessdb._claim_slot(sessdb._setting('sessdb.slots'));
+                IF slot IS NULL THEN
+                    PERFORM sessdb._release_id(target);
+                    PERFORM sessdb._raise('SD941', 'too many HTTP sessions',
+                                          'raise MAX_SESSIONS, or delete sessions that are done');
+                END IF;
+                PERFORM set_config('sessdb.session_created', clock_timestamp()::text, true);
+            END IF;
+        END IF;
+        PERFORM sessdb._release_id(current_id);
+        PERFORM set_config('sessdb.session_id', target, true);
+        IF target = '' THEN
+            PERFORM set_config('sessdb.session_created', '', true);
+        END IF;
+        PERFORM sessdb._event('session', jsonb_build_object('op', 'set', 'id', nullif(target, ''),
+                                                            'old', nullif(current_id, ''), 'slot', slot));
+        RETURN;
+    END IF;
+    -- a request that started inside a session: the change is pending until it commits
+    IF target = current_id THEN
+        IF pending IS NOT NULL THEN
+            PERFORM sessdb._release_id(CASE WHEN pending = chr(127) THEN NULL ELSE pending END);
+            PERFORM set_config('sessdb.pending_id', '', true);
+            PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', current_id, 'delete', false));
+        END IF;
+        RETURN;
+    END IF;
+    IF target = '' THEN
+        IF pending IS NOT NULL AND pending <> chr(127) THEN
+            PERFORM sessdb._release_id(pending);
+        END IF;
+        PERFORM set_config('sessdb.pending_id', chr(127), true);
+        PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', NULL, 'delete', true));
+        RETURN;
+    END IF;
+    IF pending = target THEN
+        RETURN;
+    END IF;
+    IF NOT sessdb._claim_id(target) THEN
+        PERFORM sessdb._sd939(format('invalid setting for HTTP option ''SessionID'': %L is in use', target));
+    END IF;
+    IF pending IS NOT NULL AND pending <> chr(127) THEN
+        PERFORM sessdb._release_id(pending);
+    END IF;
+    PERFORM set_config('sessdb.pending_id', target, true);
+    PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', target, 'delete', false));
 END $$;
 
 CREATE OR REPLACE FUNCTION sessdb._set_session_timeout(value text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    minutes double precision;
 BEGIN
-    PERFORM sessdb._raise('SD939', 'HTTP sessions are not available in this version of sessdb');
+    BEGIN
+        minutes := value::double precision;
+    EXCEPTION WHEN others THEN
+        minutes := NULL;
+    END;
+    IF minutes IS NULL OR minutes <= 0 OR minutes > 525600 OR minutes = 'NaN'::double precision THEN
+        PERFORM sessdb._sd939(format('invalid setting %L for HTTP option ''SessionTimeout''', value),
+                              'give minutes, more than 0 and at most 525600');
+    END IF;
+    IF sessdb._request() IS NULL THEN
+        PERFORM sessdb._sd939('SessionTimeout can only be set by a service request');
+    END IF;
+    PERFORM set_config('sessdb.session_timeout', minutes::text, true);
+    PERFORM sessdb._event('session', jsonb_build_object('op', 'timeout', 'minutes', minutes));
+END $$;
+
+-- Bytes from PostgreSQL's strong random source: two version-4 UUIDs carry 244 random bits.
+CREATE OR REPLACE FUNCTION sessdb._random_bytes()
+RETURNS bytea LANGUAGE sql VOLATILE AS $$
+    SELECT decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')
+$$;
+
+-- A fresh session id: 43 URL- and cookie-safe characters carrying 244 random bits.
+CREATE OR REPLACE FUNCTION sessdb.new_session_id()
+RETURNS text LANGUAGE sql VOLATILE AS $$
+    SELECT rtrim(translate(encode(sessdb._random_bytes(), 'base64'), '+/', '-_'), '=')
+$$;
+
+-- Introspection -------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sessdb.next_connection(conn_id integer, db text DEFAULT NULL)
+RETURNS integer LANGUAGE sql STABLE AS $$
+    WITH conns AS (
+        SELECT pid, backend_start FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND datname = coalesce(db, current_database())
+    )
+    SELECT pid FROM conns
+    WHERE conn_id IS NULL
+       OR (backend_start, pid) < (SELECT backend_start, pid FROM conns WHERE pid = conn_id)
+    ORDER BY backend_start DESC, pid DESC LIMIT 1
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb._format_time(ts timestamptz)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(to_char(ts, 'YYYY-MM-DD HH24:MI:SS.MS'), '')
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb.connection_property(name text, conn_id integer DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    target_pid integer := coalesce(conn_id, pg_backend_pid());
+    own boolean := target_pid = pg_backend_pid() AND sessdb._request() IS NOT NULL;
+    row sessdb.http_sessions;
+    prop text := lower(name);
+    pending text := sessdb._setting('sessdb.pending_id');
+BEGIN
+    IF prop = 'number' THEN
+        RETURN CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = target_pid)
+                    THEN target_pid::text END;
+    END IF;
+    IF prop NOT IN ('sessionid', 'sessioncreatetime', 'sessionlasttime', 'http_session_timeout') THEN
+        RETURN (SELECT CASE prop
+                    WHEN 'name' THEN a.application_name
+                    WHEN 'userid' THEN a.usename::text
+                    WHEN 'nodeaddr' THEN host(a.client_addr)
+                    WHEN 'lastreqtime' THEN sessdb._format_time(a.query_start)
+                    WHEN 'logintime' THEN sessdb._format_time(a.backend_start)
+                    ELSE NULL END
+                FROM pg_stat_activity a WHERE a.pid = target_pid);
+    END IF;
+    IF own THEN
+        RETURN CASE prop
+            WHEN 'sessionid' THEN CASE WHEN pending IS NOT NULL AND pending <> chr(127) THEN pending
+                                       ELSE coalesce(sessdb._setting('sessdb.session_id'), '') END
+            WHEN 'sessioncreatetime' THEN CASE WHEN sessdb._setting('sessdb.session_id') IS NOT NULL
+                THEN sessdb._format_time(sessdb._setting('sessdb.session_created')::timestamptz) ELSE '' END
+            WHEN 'sessionlasttime' THEN CASE WHEN sessdb._setting('sessdb.session_id') IS NOT NULL
+                THEN sessdb._format_time(sessdb._setting('sessdb.session_last')::timestamptz) ELSE '' END
+            ELSE coalesce(sessdb._setting('sessdb.session_timeout'),
+                          sessdb._setting('sessdb.default_timeout'), '') END;
+    END IF;
+    SELECT s.* INTO row FROM sessdb.http_sessions s
+    JOIN pg_stat_activity a ON a.pid = s.conn_id AND a.backend_start <= s.created_at  -- not a reused pid
+    WHERE s.conn_id = target_pid;
+    IF row.conn_id IS NULL THEN
+        RETURN '';
+    END IF;
+    RETURN CASE prop
+        WHEN 'sessionid' THEN row.session_id
+        WHEN 'sessioncreatetime' THEN sessdb._format_time(row.created_at)
+        WHEN 'sessionlasttime' THEN sessdb._format_time(row.last_time)
+        ELSE trim(to_char(row.timeout_minutes, 'FM999999990.########'), '.') END;
+END $$;
+
+-- Called by each session connection after each request (and with NULL when it leaves its session).
+CREATE OR REPLACE FUNCTION sessdb._sync_session(id text, engine text, created timestamptz, last timestamptz,
+                                                timeout double precision, state text, waiting integer, addr text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF id IS NULL THEN
+        DELETE FROM sessdb.http_sessions WHERE conn_id = pg_backend_pid();
+        RETURN;
+    END IF;
+    INSERT INTO sessdb.http_sessions AS s
+        (conn_id, session_id, engine_id, created_at, last_time, timeout_minutes, state, waiting, client_addr)
+    VALUES (pg_backend_pid(), id, engine, created, last, timeout, state, waiting, addr)
+    ON CONFLICT (conn_id) DO UPDATE SET session_id = excluded.session_id, engine_id = excluded.engine_id,
+        created_at = excluded.created_at, last_time = excluded.last_time,
+        timeout_minutes = excluded.timeout_minutes, state = excluded.state, waiting = excluded.waiting,
+        client_addr = excluded.client_addr;
+END $$;
+
+-- Admin drop (contract 5.6) from any SQL connection: a session connection is handed to its engine
+-- (which cancels or marks it); any other connection of the database is terminated.
+CREATE OR REPLACE FUNCTION sessdb.drop_connection(conn_id integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF conn_id IS NULL OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                      WHERE a.pid = conn_id AND a.datname = current_database()) THEN
+        PERFORM sessdb._raise('SD200', format('connection %s does not exist', conn_id));
+    END IF;
+    IF conn_id = pg_backend_pid() THEN
+        PERFORM sessdb._raise('SD200', 'a connection cannot drop itself');
+    END IF;
+    IF EXISTS (SELECT 1 FROM sessdb.http_sessions s WHERE s.conn_id = drop_connection.conn_id) THEN
+        PERFORM pg_notify('sessdb_admin', jsonb_build_object('op', 'drop', 'conn_id', conn_id)::text);
+    ELSE
+        PERFORM pg_terminate_backend(conn_id);
+    END IF;
+END $$;
+
+-- Connection-scoped variables (SQL Anywhere's CREATE VARIABLE), kept in custom settings, so that
+-- resetting a pooled connection (DISCARD ALL) forgets them.
+
+CREATE OR REPLACE FUNCTION sessdb._var_setting(name text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_]*$' OR length(name) > 50 THEN
+        PERFORM sessdb._raise('SD300', format('invalid variable name %L', name));
+    END IF;
+    RETURN 'sessdb_var.' || lower(name);
+END $$;
+
+CREATE OR REPLACE FUNCTION sessdb.varexists(name text)
+RETURNS integer LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN coalesce(current_setting(sessdb._var_setting(name), true), '') <> '' THEN 1 ELSE 0 END
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb.create_variable(name text, type text DEFAULT 'text')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF sessdb.varexists(name) = 1 THEN
+        PERFORM sessdb._raise('SD301', format('variable %L already exists', name));
+    END IF;
+    PERFORM format_type(to_regtype(type), NULL) WHERE to_regtype(type) IS NOT NULL;
+    IF to_regtype(type) IS NULL THEN
+        PERFORM sessdb._raise('SD300', format('unknown type %L for variable %L', type, name));
+    END IF;
+    PERFORM set_config(sessdb._var_setting(name), 'n', false);  -- 'n': NULL value; 'v...': a value
+END $$;
+
+CREATE OR REPLACE FUNCTION sessdb.set_variable(name text, value text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF sessdb.varexists(name) = 0 THEN
+        PERFORM sessdb._raise('SD302', format('variable %L does not exist', name));
+    END IF;
+    PERFORM set_config(sessdb._var_setting(name), CASE WHEN value IS NULL THEN 'n' ELSE 'v' || value END, false);
+END $$;
+
+CREATE OR REPLACE FUNCTION sessdb.get_variable(name text)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN s LIKE 'v%' THEN substr(s, 2) END
+    FROM (SELECT current_setting(sessdb._var_setting(name), true) AS s) q
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb.drop_variable(name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF sessdb.varexists(name) = 0 THEN
+        PERFORM sessdb._raise('SD302', format('variable %L does not exist', name));
+    END IF;
+    PERFORM set_config(sessdb._var_setting(name), '', false);
+END $$;
+
+-- Run by the engine inside each request's transaction, after the statement: brings this
+-- connection's row of sessdb.http_sessions up to date (SessionLastTime is the release time) and,
+-- for a committed rename, gives up the old id.
+CREATE OR REPLACE FUNCTION sessdb._sync_from_request(engine text, addr text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    current_id text := sessdb._setting('sessdb.session_id');
+    pending text := sessdb._setting('sessdb.pending_id');
+    effective text := current_id;
+BEGIN
+    IF pending = chr(127) THEN
+        effective := NULL;
+    ELSIF pending IS NOT NULL THEN
+        effective := pending;
+        PERFORM sessdb._release_id(current_id);
+    END IF;
+    IF effective IS NULL AND sessdb._setting('sessdb.session_creator') = '1' THEN
+        RETURN;  -- a sessionless request that made no session: nothing to mirror
+    END IF;
+    PERFORM sessdb._sync_session(
+        effective, engine,
+        coalesce(sessdb._setting('sessdb.session_created')::timestamptz, clock_timestamp()),
+        clock_timestamp(),
+        coalesce(sessdb._setting('sessdb.session_timeout'), sessdb._setting('sessdb.default_timeout'), '30')::float8,
+        'idle', 0, addr);
 END $$;

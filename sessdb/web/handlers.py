@@ -51,5 +51,19 @@ async def call_service(request: web.Request) -> web.StreamResponse:
         call = plan_call(route, inp, role=role)
     except SqlLexError as exc:
         raise errors.SessdbError(f"service {service.name!r} has a broken statement: {exc}") from None
-    result = await engine.run_sessionless(call)
-    return build_response(service.type, result.outcome, result.plan)
+    result = await engine.run(service, inp, call)
+    if result.redirect is not None:
+        status = 302 if inp.method in ("GET", "HEAD") else 307
+        response = web.Response(status=status, headers={"Location": result.redirect})
+    else:
+        assert result.outcome is not None
+        response = build_response(service.type, result.outcome, result.plan)
+    _session_cookie(response, result.set_cookie, result.clear_cookie)
+    return response
+
+
+def _session_cookie(response: web.StreamResponse, session_id: str | None, clear: bool) -> None:
+    if session_id is not None:
+        response.set_cookie("sessionid", session_id, path="/", httponly=True, samesite="Lax")
+    elif clear:
+        response.set_cookie("sessionid", "", path="/", max_age=0, httponly=True, samesite="Lax")

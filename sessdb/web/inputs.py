@@ -18,7 +18,7 @@ from aiohttp import web
 
 from sessdb.errors import BadRequest
 
-_COOKIELESS = re.compile(r"^/\(S\(([^()/]*)\)\)(?=/|$)")
+COOKIELESS = re.compile(r"^/\(S\(([^()/]*)\)\)(?=/|$|\?)")
 SESSION_VARIABLE = "sessionid"
 
 
@@ -124,7 +124,7 @@ async def read_input(request: web.Request) -> HttpInput:
     """
     path = request.path
     url_session_id = None
-    match = _COOKIELESS.match(path)
+    match = COOKIELESS.match(path)
     if match:
         url_session_id = match.group(1) or None
         path = path[match.end():] or "/"

@@ -1,0 +1,84 @@
+"""One HTTP session and one request's view of session changes (pure: no I/O, no clock reads).
+
+A session pins a backend. It is *busy* while a request runs in it, *idle* otherwise, and
+*marked* once an admin dropped it (no new request may use it). Its inactivity clock starts
+when a request releases it (``last_release``); a busy session never expires.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+
+class Grant(Enum):
+    """What a request waiting on a session is told when its turn comes."""
+
+    RUN = "run"  # run in the session
+    SESSIONLESS = "sessionless"  # the session was deleted or renamed: run without it
+
+
+PENDING_DELETE = object()
+
+
+@dataclass(eq=False)
+class Session:
+    """A live HTTP session and its FIFO of waiting requests."""
+
+    id: str
+    backend: Any  # sessdb.connection.Backend
+    created_at: datetime
+    timeout_minutes: float
+    creator_addr: str | None
+    slot: int | None = None
+    busy: bool = True
+    last_release: float | None = None  # monotonic seconds
+    last_time: datetime | None = None  # wall clock of the last release ('' until the creator's)
+    marked: str | None = None  # why it is being dropped: 'admin', 'killed'
+    closed: bool = False
+    aliases: set[str] = field(default_factory=set)  # pending ids of the running request
+    queue: deque[Any] = field(default_factory=deque)  # scheduler Waiters
+
+    def usable(self) -> bool:
+        """Whether a new request may join this session."""
+        return not self.closed and self.marked is None
+
+    def answers_to(self, session_id: str) -> bool:
+        """Whether a request presenting ``session_id`` belongs to this session."""
+        return session_id == self.id or session_id in self.aliases
+
+    def expired(self, now: float) -> bool:
+        """Idle past its timeout at monotonic time ``now``."""
+        if self.busy or self.last_release is None:
+            return False
+        return now >= self.last_release + self.timeout_minutes * 60.0
+
+    def release(self, now: float, wall: datetime) -> None:
+        """A request let go of the session and nobody is waiting."""
+        self.busy = False
+        self.last_release = now
+        self.last_time = wall
+
+
+@dataclass(eq=False)
+class RequestSessions:
+    """What one request did to sessions while its statement ran."""
+
+    inherited: Session | None  # the session the request started in
+    peer: str | None
+    created: Session | None = None  # a creator request's current session
+    pending: object = None  # None, PENDING_DELETE, or the pending id (str)
+    replaced_ids: list[str] = field(default_factory=list)  # ids a creator renamed away from
+
+    @property
+    def creator(self) -> bool:
+        """A request that started without a session (its changes act at once)."""
+        return self.inherited is None
+
+    @property
+    def session(self) -> Session | None:
+        """The session the request runs in now."""
+        return self.created if self.creator else self.inherited
