@@ -159,12 +159,14 @@ class SessionStateStore:
                                              lock_id: int | None, new_item: bool = False) -> bool:
         """Store ``item`` and release the lock ``lock_id``; with ``new_item`` insert a new item.
 
-        Returns False (and changes nothing) when another lock holds the item, as when a broken
-        lock was taken over meanwhile; ASP.NET's SQL provider is silent in that case too.
+        Without ``new_item`` the write happens only if ``lock_id`` is still the item's cookie:
+        a holder whose lock was broken and taken over gets False and changes nothing (ASP.NET's
+        SQL provider semantics; the wire protocol lets any cookie overwrite an unlocked item).
         """
         data = self.serializer.dumps(item.items)
         cookie = None if new_item else lock_id
-        result = await self._call(store.put, self.key(session_id), data, timeout=_timeout(item.timeout), cookie=cookie)
+        result = await self._call(store.put, self.key(session_id), data, timeout=_timeout(item.timeout), cookie=cookie,
+                                  strict=not new_item)
         return self._released(session_id, result)
 
     async def release_item_exclusive(self, session_id: str, lock_id: int) -> bool:
@@ -173,8 +175,9 @@ class SessionStateStore:
         return self._released(session_id, result)
 
     async def remove_item(self, session_id: str, lock_id: int | None, item: SessionStateStoreData | None = None) -> bool:
-        """Delete the item when it is unlocked or ``lock_id`` holds it (``Session.Abandon``)."""
-        result = await self._call(store.remove, self.key(session_id), lock_id)
+        """Delete the item when ``lock_id`` is its cookie, or when it is unlocked and ``lock_id``
+        is None (``Session.Abandon``)."""
+        result = await self._call(store.remove, self.key(session_id), lock_id, strict=lock_id is not None)
         return self._released(session_id, result)
 
     async def reset_item_timeout(self, session_id: str) -> bool:

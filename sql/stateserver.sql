@@ -17,6 +17,10 @@
 -- A release that a waiting provider asked to hear about (watched) sends
 -- pg_notify('sessdb_state', md5(key)) and clears the flag.
 
+-- Earlier signatures, so that calls never match two overloads.
+DROP FUNCTION IF EXISTS sessdb.state_put(text, bytea, int, int, int);
+DROP FUNCTION IF EXISTS sessdb.state_remove(text, int);
+
 CREATE OR REPLACE FUNCTION sessdb.state_notify_release(p_key text) RETURNS void
 LANGUAGE sql AS $$ SELECT pg_notify('sessdb_state', md5(p_key)) $$;
 
@@ -89,9 +93,11 @@ END $$;
 
 -- PUT. Creates an absent or expired item (cookie 0, flags = p_extra_flags); with bit 0 of
 -- p_extra_flags (insert-only) leaves a live item alone; otherwise replaces the data and unlocks
--- when the item is unlocked or p_cookie matches the lock, else 423.
+-- when the item is unlocked or p_cookie matches the lock, else 423. With p_strict (the Python
+-- provider, like ASP.NET's SQL provider) p_cookie must match even when the item is unlocked,
+-- so a holder whose lock was broken cannot overwrite what the next holder wrote.
 CREATE OR REPLACE FUNCTION sessdb.state_put(p_key text, p_data bytea, p_timeout int, p_cookie int,
-                                            p_extra_flags int)
+                                            p_extra_flags int, p_strict boolean)
 RETURNS TABLE(status int, data bytea, timeout_minutes int, lock_cookie int, lock_date timestamptz,
               db_now timestamptz, action_flags int)
 LANGUAGE plpgsql AS $$
@@ -126,7 +132,7 @@ BEGIN
         RETURN QUERY SELECT 200, NULL::bytea, p_timeout, cur.lock_cookie, cur.lock_date, now(), 0;
         RETURN;
     END IF;
-    IF cur.locked AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
+    IF (cur.locked OR p_strict) AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
         RETURN QUERY
         UPDATE sessdb.state_items s SET expires_at = now() + make_interval(mins => s.timeout_minutes)
          WHERE s.key = p_key
@@ -145,8 +151,9 @@ BEGIN
 END $$;
 
 
--- DELETE. Removes the item when it is unlocked or p_cookie matches the lock, else 423.
-CREATE OR REPLACE FUNCTION sessdb.state_remove(p_key text, p_cookie int)
+-- DELETE. Removes the item when it is unlocked or p_cookie matches the lock, else 423
+-- (with p_strict, p_cookie must match also when the item is unlocked).
+CREATE OR REPLACE FUNCTION sessdb.state_remove(p_key text, p_cookie int, p_strict boolean)
 RETURNS TABLE(status int, data bytea, timeout_minutes int, lock_cookie int, lock_date timestamptz,
               db_now timestamptz, action_flags int)
 LANGUAGE plpgsql AS $$
@@ -160,7 +167,7 @@ BEGIN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
     END IF;
-    IF cur.locked AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
+    IF (cur.locked OR p_strict) AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
         RETURN QUERY
         UPDATE sessdb.state_items s SET expires_at = now() + make_interval(mins => s.timeout_minutes)
          WHERE s.key = p_key

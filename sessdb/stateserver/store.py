@@ -18,8 +18,8 @@ from sessdb.stateserver.protocol import Operation, Verb
 _COLUMNS = "status, data, timeout_minutes, lock_cookie, lock_date, db_now, action_flags"
 _GET = f"SELECT {_COLUMNS} FROM sessdb.state_get(%s, %s, %s)"
 _RELEASE = f"SELECT {_COLUMNS} FROM sessdb.state_release(%s, %s)"
-_PUT = f"SELECT {_COLUMNS} FROM sessdb.state_put(%s, %s, %s, %s, %s)"
-_REMOVE = f"SELECT {_COLUMNS} FROM sessdb.state_remove(%s, %s)"
+_PUT = f"SELECT {_COLUMNS} FROM sessdb.state_put(%s, %s, %s, %s, %s, %s)"
+_REMOVE = f"SELECT {_COLUMNS} FROM sessdb.state_remove(%s, %s, %s)"
 _TOUCH = f"SELECT {_COLUMNS} FROM sessdb.state_touch(%s)"
 _SWEEP = "SELECT sessdb.state_sweep(%s)"
 
@@ -46,15 +46,20 @@ async def release(conn: psycopg.AsyncConnection[Any], key: str, cookie: int) -> 
 
 
 async def put(
-    conn: psycopg.AsyncConnection[Any], key: str, data: bytes, *, timeout: int, cookie: int | None, extra_flags: int = 0
+    conn: psycopg.AsyncConnection[Any], key: str, data: bytes, *, timeout: int, cookie: int | None,
+    extra_flags: int = 0, strict: bool = False,
 ) -> ItemResult:
-    """Store ``data`` and unlock; bit 0 of ``extra_flags`` makes it insert-only."""
-    return await _one(conn, _PUT, (key, data, timeout, cookie, extra_flags))
+    """Store ``data`` and unlock; bit 0 of ``extra_flags`` makes it insert-only.
+
+    Without ``strict`` (the wire protocol, [REF] semantics) an unlocked item takes any cookie;
+    with it the cookie must be the item's current one (ASP.NET's SQL provider semantics).
+    """
+    return await _one(conn, _PUT, (key, data, timeout, cookie, extra_flags, strict))
 
 
-async def remove(conn: psycopg.AsyncConnection[Any], key: str, cookie: int | None) -> ItemResult:
-    """Delete an item that is unlocked or locked with ``cookie``."""
-    return await _one(conn, _REMOVE, (key, cookie))
+async def remove(conn: psycopg.AsyncConnection[Any], key: str, cookie: int | None, *, strict: bool = False) -> ItemResult:
+    """Delete an item that is unlocked or locked with ``cookie`` (``strict``: see ``put``)."""
+    return await _one(conn, _REMOVE, (key, cookie, strict))
 
 
 async def touch(conn: psycopg.AsyncConnection[Any], key: str) -> ItemResult:
