@@ -85,4 +85,6 @@ class Authenticator:
 
 def _is_auth_failure(exc: psycopg.OperationalError) -> bool:
     text = str(exc)
-    return exc.sqlstate in ("28P01", "28000") or "password authentication failed" in text or "does not exist" in text
+    # libpq reports login failures without a SQLSTATE, so the server's message is all there is
+    return (exc.sqlstate in ("28P01", "28000") or "password authentication failed" in text
+            or "is not permitted to log in" in text or "does not exist" in text)
