@@ -46,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql = sub.add_parser("sql", help="run SQL (and SQL Anywhere service statements) in sessdb's database")
     sql.add_argument("statement", nargs="?", help="the SQL to run")
     sql.add_argument("-f", "--file", help="a file of SQL to run ('-' for standard input)")
+    sessions = sub.add_parser("sessions", help="list the live HTTP sessions")
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+    drop = sub.add_parser("drop", help="drop a session's connection (as DROP CONNECTION)")
+    drop.add_argument("conn_id", type=int, help="the connection id (PostgreSQL backend pid)")
     sub.add_parser("config", help="print every effective setting and its source")
-    for command in (serve, sub.choices["migrate"], db, sql, sub.choices["config"]):
+    for command in (serve, sub.choices["migrate"], db, sql, sessions, drop, sub.choices["config"]):
         _settings_flags(command)
     return parser
 
@@ -164,6 +168,31 @@ def cmd_sql(args: argparse.Namespace, settings: config.Settings) -> int:
         return run_script(dsn, text, out=sys.stdout)
 
 
+def cmd_sessions(args: argparse.Namespace, settings: config.Settings) -> int:
+    from sessdb.admin import list_sessions
+
+    with database(settings) as dsn:
+        rows = list_sessions(dsn)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    columns = ["conn_id", "session_id", "created", "last_used", "timeout", "state", "waiting"]
+    table = [columns] + [[str(r[c] if r[c] is not None else "") for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip())
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace, settings: config.Settings) -> int:
+    from sessdb.admin import drop_connection
+
+    with database(settings) as dsn:
+        drop_connection(dsn, args.conn_id)
+    print(f"dropped connection {args.conn_id}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, settings: config.Settings, resolved: config.Resolved) -> int:
     rows = config.describe(resolved)
     width = max(len(name) for name, _, _ in rows)
@@ -182,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging("debug" if args.debug else settings.log_level)
         if args.command == "config":
             return cmd_config(args, settings, resolved)
-        handler = {"serve": cmd_serve, "migrate": cmd_migrate, "db": cmd_db, "sql": cmd_sql}[args.command]
+        handler = {"serve": cmd_serve, "migrate": cmd_migrate, "db": cmd_db, "sql": cmd_sql,
+                   "sessions": cmd_sessions, "drop": cmd_drop}[args.command]
         return handler(args, settings)
     except UsageError as exc:
         print(f"sessdb: error: {exc}", file=sys.stderr)
