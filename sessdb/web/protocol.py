@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import http_exceptions, web
@@ -32,10 +33,26 @@ def _json_error(status: int, message: str) -> web.Response:
     return response
 
 
+_REQUEST_LINE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d\Z")
+_QUOTED_LINE = re.compile(r"b'((?:[^'\\]|\\.)*)'")
+
+
+def _offending_line(exc: http_exceptions.BadHttpMethod) -> str:
+    """The request line a bad-method error is about (the C parser quotes it in the message)."""
+    if exc.args and exc.args[0]:
+        return str(exc.args[0])
+    found = _QUOTED_LINE.search(exc.message)
+    return found.group(1) if found else ""
+
+
 def status_for_parse_error(exc: BaseException | None) -> tuple[int, str]:
     """The status and message for an error of aiohttp's HTTP parser."""
     if isinstance(exc, http_exceptions.BadHttpMethod):
-        return 501, "method not implemented"
+        # llhttp reports garbage (a TLS hello, "NOT A REQUEST") as a bad method too: only a
+        # well-formed request line with an unknown method is 501
+        if _REQUEST_LINE.match(_offending_line(exc)):
+            return 501, "method not implemented"
+        return 400, f"malformed HTTP request: {exc.message.splitlines()[0]}"
     if isinstance(exc, http_exceptions.LineTooLong):
         # the parser reports the limit it hit: the request line's and a header's differ
         if len(exc.args) > 1 and str(exc.args[1]) == str(REQUEST_LINE_LIMIT):
