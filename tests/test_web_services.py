@@ -165,6 +165,7 @@ async def test_sa_create_alter_drop_service_via_cli(client, dsn: str, services: 
     name = unique()
     services.created.add(name)
     svcconn.execute("DO $$ BEGIN CREATE ROLE web_app_user; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO web_app_user")
     script = (
         f'CREATE SERVICE "{name}" TYPE \'JSON\' URL OFF AUTHORIZATION OFF USER web_app_user '
         "AS SELECT :who AS greeting, current_user AS who_ran;\n"
