@@ -121,6 +121,8 @@ BEGIN
         PERFORM sessdb._release_id(current_id);
         PERFORM set_config('sessdb.session_id', target, true);
         IF target = '' THEN
+            -- the session is gone: its slot (and any lock it held) is free at once
+            PERFORM pg_advisory_unlock_all();
             PERFORM set_config('sessdb.session_created', '', true);
         END IF;
         PERFORM sessdb._event('session', jsonb_build_object('op', 'set', 'id', nullif(target, ''),
@@ -359,6 +361,7 @@ DECLARE
 BEGIN
     IF pending = chr(127) THEN
         effective := NULL;
+        PERFORM pg_advisory_unlock_all();  -- the session ends with this request: free its id and slot now
     ELSIF pending IS NOT NULL THEN
         effective := pending;
         PERFORM sessdb._release_id(current_id);

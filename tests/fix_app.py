@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+
+import psycopg
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -44,8 +48,32 @@ async def make_client(dsn: str) -> AsyncIterator:
         return client
 
     yield factory
-    for client in reversed(clients):
-        await client.close()
+    try:
+        await assert_no_connection_leak(dsn, [engine_of(c) for c in clients if not c.server.closed])
+    finally:
+        for client in reversed(clients):
+            await client.close()
+
+
+async def assert_no_connection_leak(dsn: str, engines: list, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
+    """The engines' connections in pg_stat_activity are exactly their pools plus their live sessions.
+
+    Connections are replaced and reset in the background, so the count is polled until it
+    settles or the deadline passes (there is no event to await for another process's view).
+    """
+    query = ("SELECT count(*) FROM pg_stat_activity "
+             "WHERE application_name = 'sessdb' AND datname = current_database()")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while True:
+            expected = sum(e.pool.size + len(e.sessions) for e in engines)
+            found = (await (await conn.execute(query)).fetchone())[0]  # type: ignore[index]
+            if found == expected:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"connection leak: {found} engine connections, expected {expected} "
+                                     "(pool size + live sessions)")
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
