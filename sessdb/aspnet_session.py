@@ -271,17 +271,19 @@ class AspNetSessionMiddleware:
             if self.cookieless:
                 await self._redirect_new(request)
             return _State(create_session_id(), GetItemResult(None), new_id=True)
-        result = await self._wait_for(session_id, exclusive)
+        result = await self.wait_for_item(session_id, exclusive)
         if result.item is None and exclusive:
             if self.cookieless and self.regenerate:
                 await self._redirect_new(request)
             # ASP.NET (DevDiv 146875): create the item first, so concurrent first requests queue.
             await self.store.create_uninitialized_item(session_id, self.timeout)
-            result = await self._wait_for(session_id, exclusive)
+            result = await self.wait_for_item(session_id, exclusive)
         return _State(session_id, result)
 
-    async def _wait_for(self, session_id: str, exclusive: bool) -> GetItemResult:
-        """Get the item, waiting while someone else holds its lock; 503 past the queue limit."""
+    async def wait_for_item(self, session_id: str, exclusive: bool) -> GetItemResult:
+        """Get the item as a handler would before it runs: wait while someone else holds its
+        lock (woken by the release), break a lock older than ``execution_timeout``, and raise
+        ``HTTPServiceUnavailable`` when ``queue_limit`` requests of this session already wait."""
         get = self.store.get_item_exclusive if exclusive else self.store.get_item
         waiting = False
         try:

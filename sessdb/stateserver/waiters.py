@@ -57,12 +57,12 @@ class ReleaseWatcher:
         self._connect = connect
         self._watches: dict[str, set[Watch]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
 
-    async def start(self, timeout: float = 10) -> None:
-        """Start listening; returns once ``LISTEN`` is in effect (or raises after ``timeout``)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="sessdb-state-listener")
-        await asyncio.wait_for(asyncio.shield(self._listening.wait()), timeout)
+    async def start(self) -> None:
+        """Connect and ``LISTEN``; raises ``psycopg.Error`` when PostgreSQL cannot be reached.
+        Later connection losses are repaired in the background."""
+        conn = await self._open()
+        self._task = asyncio.get_running_loop().create_task(self._run(conn), name="sessdb-state-listener")
 
     async def stop(self) -> None:
         """Stop listening and wake every waiter."""
@@ -100,31 +100,36 @@ class ReleaseWatcher:
         for watch in self._watches.get(digest, ()):
             watch.set()
 
-    async def _run(self) -> None:
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._connect()
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            await _close_quietly(conn)
+            raise
+        return conn
+
+    async def _run(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            try:
+                async for notify in conn.notifies():
+                    self._wake_digest(notify.payload)
+            except psycopg.Error as exc:
+                log.warning("state listener lost its connection: %s", exc)
+            finally:
+                await _close_quietly(conn)
+            conn = await self._reconnect()
+            self.wake_all()  # whatever was released while we were not listening
+
+    async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
         delay = 0.1
         while True:
             try:
-                conn = await self._connect()
+                return await self._open()
             except psycopg.Error as exc:
                 log.warning("state listener cannot connect (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.1
-            try:
-                await self._listen(conn)
-            except psycopg.Error as exc:
-                log.warning("state listener lost its connection: %s", exc)
-            finally:
-                self._listening.clear()
-                await _close_quietly(conn)
-
-    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute(f"LISTEN {CHANNEL}")
-        self._listening.set()
-        self.wake_all()  # whatever was released while we were not listening
-        async for notify in conn.notifies():
-            self._wake_digest(notify.payload)
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
