@@ -9,12 +9,15 @@ engine while the statement still runs (see ``sessdb.session``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
 
 import psycopg
+from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
+from psycopg.types.string import StrDumper
 
 log = logging.getLogger("sessdb.connection")
 
@@ -24,6 +27,20 @@ SEARCH_PATH = '"$user", public, sessdb'
 NoticeHandler = Callable[["Backend", psycopg.errors.Diagnostic], None]
 
 
+class TextNull:
+    """A NULL that goes to PostgreSQL typed as text (a missing HTTP variable)."""
+
+
+class _TextNullDumper(Dumper):
+    oid = psycopg.adapters.types["text"].oid
+
+    def dump(self, obj: object) -> None:  # type: ignore[override]
+        return None
+
+
+TEXT_NULL = TextNull()
+
+
 class Backend:
     """A psycopg connection plus what the engine knows of it (pid, who uses it)."""
 
@@ -31,7 +48,11 @@ class Backend:
         self.conn = conn
         self.pid: int = conn.info.backend_pid
         self.on_notice: NoticeHandler | None = None
+        self.cancelling: asyncio.Task[None] | None = None
         conn.add_notice_handler(self._notice)
+        # HTTP variables bind as text (contract 3), not as psycopg's default 'unknown'
+        conn.adapters.register_dumper(str, StrDumper)
+        conn.adapters.register_dumper(TextNull, _TextNullDumper)
 
     @classmethod
     async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10) -> Backend:
@@ -39,6 +60,8 @@ class Backend:
         conn = await psycopg.AsyncConnection.connect(
             dsn,
             autocommit=True,
+            # no server-side prepared statements: DISCARD ALL would pull them from under psycopg
+            prepare_threshold=None,
             application_name=app_name,
             options=f"-c search_path={SEARCH_PATH.replace(' ', '')}",
             connect_timeout=connect_timeout,
@@ -100,6 +123,22 @@ class Backend:
         if not self.broken:
             with contextlib.suppress(Exception):
                 await self.conn.cancel_safe(timeout=5)
+
+    def cancel_soon(self) -> None:
+        """Start a cancel; ``settle_cancel`` waits for it before the next statement.
+
+        PostgreSQL cancels whatever runs when the request arrives, so a cancel meant for a
+        statement that has just finished must not reach the next one: the backend is kept
+        idle (where a cancel is ignored) until the cancel has been delivered.
+        """
+        if self.cancelling is None or self.cancelling.done():
+            self.cancelling = asyncio.get_running_loop().create_task(self.cancel(), name="sessdb-cancel")
+
+    async def settle_cancel(self) -> None:
+        """Wait for a cancel started by ``cancel_soon``, if any."""
+        if self.cancelling is not None:
+            await asyncio.shield(self.cancelling)
+            self.cancelling = None
 
     async def close(self) -> None:
         """Close the connection; never raises."""

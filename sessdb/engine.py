@@ -157,7 +157,7 @@ class Engine:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
-                await backend.cancel()  # the client left: stop the statement; the task cleans up
+                backend.cancel_soon()  # the client left: stop the statement; the task cleans up
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
@@ -317,9 +317,7 @@ class Engine:
         busy = session.busy
         self.sessions.drop(session, "admin")
         if busy:
-            task = asyncio.get_running_loop().create_task(session.backend.cancel(), name="sessdb-cancel")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            session.backend.cancel_soon()
 
 
 def _minutes(value: float) -> str:

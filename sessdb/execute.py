@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sessdb.connection import Backend
+from sessdb.connection import TEXT_NULL, Backend
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
@@ -64,6 +64,7 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     ``backend.broken``. Cancellation propagates (the caller cancels the statement first).
     """
     outcome = Outcome()
+    await backend.settle_cancel()
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
     settings_query, settings_values = _settings_query(call, statement_timeout_ms, extra_settings or [])
@@ -72,11 +73,13 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
         async with conn.pipeline():
             await conn.execute("BEGIN")
             await conn.execute(settings_query, settings_values)
-            await cursor.execute(call.sql, list(call.params))
+            await cursor.execute(call.sql, [TEXT_NULL if p is None else p for p in call.params])
             pgrst = await conn.execute(
                 "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
             )
             if before_commit is not None:
+                if call.role is not None:
+                    await conn.execute("RESET ROLE")  # the engine's own bookkeeping runs as the engine
                 await conn.execute(before_commit[0], before_commit[1])
             await conn.execute("COMMIT")
         outcome.committed = True

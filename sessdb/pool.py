@@ -112,6 +112,7 @@ class ConnectionPool:
 
     async def _reset_and_return(self, backend: Backend) -> None:
         backend.on_notice = None
+        await backend.settle_cancel()
         if not self._closed and await backend.reset():
             self._give(backend)
             return

@@ -19,11 +19,15 @@ from sessdb.web.protocol import SessdbRunner
 class SessdbTestServer(TestServer):
     """aiohttp's TestServer on sessdb's runner (parse-error statuses, read timeout, cancellation)."""
 
+    def __init__(self, app, *, read_timeout: float = 30.0, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(app, **kwargs)
+        self.read_timeout = read_timeout
+
     async def _make_runner(self, **kwargs):  # type: ignore[no-untyped-def]
-        return SessdbRunner(self.app, **kwargs)
+        return SessdbRunner(self.app, read_timeout=self.read_timeout, **kwargs)
 
 
-def test_settings(dsn: str, **changes: object) -> Settings:
+def app_settings(dsn: str, **changes: object) -> Settings:
     """Settings for tests: the test database, short sweeps, a small pool."""
     base = Settings(dsn=dsn, port=0, sweep_interval=0.1, pool_size=4)
     return base.replace(**changes)
@@ -32,7 +36,7 @@ def test_settings(dsn: str, **changes: object) -> Settings:
 @pytest.fixture
 def settings(dsn: str) -> Settings:
     """Default test settings; a test overrides them with ``make_client(**changes)``."""
-    return test_settings(dsn)
+    return app_settings(dsn)
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ async def make_client(dsn: str) -> AsyncIterator:
     clients: list[TestClient] = []
 
     async def factory(read_timeout: float = 30.0, **changes: object) -> TestClient:
-        app = make_app(test_settings(dsn, **changes), dsn)
+        app = make_app(app_settings(dsn, **changes), dsn)
         client = TestClient(SessdbTestServer(app, host="127.0.0.1", read_timeout=read_timeout))
         await client.start_server()
         clients.append(client)

@@ -123,9 +123,6 @@ async def test_role_without_privilege_gets_a_sql_error(client, services: Service
     assert (await resp.json())["code"] == "42501"
 
 
-@pytest.mark.xfail(strict=True, reason="engine.py (38043e3) runs its own 'SELECT sessdb._sync_from_request(...)' inside "
-                   "the request's transaction, still as the service's role: a USER role without USAGE on schema "
-                   "sessdb gets 42501 even for a statement that never touches sessdb")
 async def test_user_role_without_sessdb_usage_runs_a_plain_statement(client, services: ServiceMaker,
                                                                      svcconn: psycopg.Connection) -> None:
     role = unique("plain_")

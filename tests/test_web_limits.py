@@ -208,8 +208,6 @@ async def test_malformed_http_is_400_and_closes(client, data: bytes, caplog: pyt
     assert any("answered 400" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason="tests/fix_app.py passes read_timeout to TestServer.__init__, which drops "
-                   "unknown keyword arguments: the runner keeps the 30 s default (timeout_client works around it)")
 async def test_make_client_read_timeout_reaches_the_server(make_client) -> None:
     client = await make_client(read_timeout=0.5)
     assert client.server.runner.server._kwargs.get("read_timeout", 30.0) == 0.5

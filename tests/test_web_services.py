@@ -446,8 +446,6 @@ async def test_placeholders_not_in_literals_idents_comments_casts(client, servic
     assert await resp.json() == [{"lit:a": ":a", "dollar": ":a", "cast": 42, "escaped": "':a", "plain": "x"}]
 
 
-@pytest.mark.xfail(strict=True, reason="execute.py binds psycopg str parameters, which go out with type 'unknown' "
-                   "(OID 0), not text: PostgreSQL then infers a type from the context (contract 3 says text)")
 async def test_placeholders_are_bound_as_text(client, services: ServiceMaker) -> None:
     name = await services.create(client, "JSON", "SELECT :a AS plain, :a::int AS n")
     assert await (await client.get(f"/{name}?a=41")).json() == [{"plain": "41", "n": 41}]
@@ -458,8 +456,6 @@ async def test_missing_variables_bind_null(client, services: ServiceMaker) -> No
     assert await (await client.get(f"/{name}")).json() == [{"v": None, "w": "absent"}]
 
 
-@pytest.mark.xfail(strict=True, reason="execute.py sends placeholders untyped (OID 0): ':v IS NULL' fails with 42P18 "
-                   "'could not determine data type of parameter $1' instead of binding text")
 async def test_placeholder_in_is_null_test(client, services: ServiceMaker) -> None:
     name = await services.create(client, "JSON", "SELECT :v IS NULL AS absent, pg_typeof(:v)::text AS type")
     assert await (await client.get(f"/{name}")).json() == [{"absent": True, "type": "text"}]
@@ -520,9 +516,6 @@ async def test_concurrent_requests_share_the_pool(make_client, services: Service
     assert len(engine_of(client).pool.backends) == 8
 
 
-@pytest.mark.xfail(strict=True, reason="connection.py: after psycopg has auto-prepared the request's settings query "
-                   "(prepare_threshold, 5 uses), Backend.reset's DISCARD ALL drops the server-side statement but "
-                   "psycopg's cache still names it: every later request on that connection fails 26000")
 async def test_a_pooled_connection_serves_many_requests(make_client, services: ServiceMaker) -> None:
     client = await make_client(pool_size=1)
     name = await services.create(client, "RAW", "SELECT :n")
