@@ -1,18 +1,30 @@
-"""Thin handlers: parse the request, ask the engine, render the answer."""
+"""Thin handlers: parse the request, ask the engine, render the answer.
+
+SOAP services take their variables from the envelope's operation element (ahead of the query
+string's); DISH services answer GET and HEAD with their WSDL and hand a POSTed envelope to the
+member SOAP service its operation names. Both answer every failure with a SOAP fault.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from urllib.parse import quote
+
 from aiohttp import web
 
-from sessdb import errors
+from sessdb import errors, soap, wsdl
+from sessdb.engine import Result
 from sessdb.plan import plan_call
 from sessdb.query import SqlLexError
-from sessdb.routing import Route, UrlTooDeep, resolve
+from sessdb.routing import Route, Service, UrlTooDeep, resolve
 from sessdb.web.app_keys import ENGINE
-from sessdb.web.inputs import read_input
-from sessdb.web.respond import build_response
+from sessdb.web.errors import response_for
+from sessdb.web.inputs import HttpInput, Variable, read_input
+from sessdb.web.respond import build_response, build_soap_response
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE"})
+_URL_SAFE = "/!~*'()-_."
 
 
 def _route(request: web.Request, path: str) -> Route:
@@ -36,12 +48,25 @@ def _check_method(method: str, route: Route) -> None:
 
 async def call_service(request: web.Request) -> web.StreamResponse:
     """Every URL outside ``/_sessdb``: route it to a service and run its statement."""
-    engine = request.app[ENGINE]
     if request.method not in KNOWN_METHODS:
         raise errors.MethodNotImplemented(f"method {request.method} is not implemented")
     inp = await read_input(request)
     route = _route(request, inp.path)
     _check_method(inp.method, route)
+    if route.service.type in ("SOAP", "DISH"):
+        return await _call_soap(request, inp, route)
+    result = await _run(request, inp, route)
+    if result.redirect is not None:
+        return _redirect(inp, result)
+    assert result.outcome is not None
+    response = build_response(route.service.type, result.outcome, result.plan)
+    _session_cookie(response, result.set_cookie, result.clear_cookie)
+    return response
+
+
+async def _run(request: web.Request, inp: HttpInput, route: Route) -> Result:
+    """Authorize, plan and run the call of a routed request."""
+    engine = request.app[ENGINE]
     service = route.service
     if service.authorization:
         role = await engine.auth.role_for(request.headers.get("Authorization"), service.user_name)
@@ -51,14 +76,81 @@ async def call_service(request: web.Request) -> web.StreamResponse:
         call = plan_call(route, inp, role=role)
     except SqlLexError as exc:
         raise errors.SessdbError(f"service {service.name!r} has a broken statement: {exc}") from None
-    result = await engine.run(service, inp, call)
+    return await engine.run(service, inp, call)
+
+
+def _redirect(inp: HttpInput, result: Result) -> web.Response:
+    """The cookieless redirect of ``session => 'required-url'``: 302 for GET/HEAD, else 307."""
+    assert result.redirect is not None
+    status = 302 if inp.method in ("GET", "HEAD") else 307
+    return web.Response(status=status, headers={"Location": result.redirect})
+
+
+# -- SOAP and DISH -------------------------------------------------------------------------------
+
+
+async def _call_soap(request: web.Request, inp: HttpInput, route: Route) -> web.StreamResponse:
+    """A SOAP request (to a SOAP service, or to a DISH service that hands it on), or a DISH's WSDL.
+
+    Every failure is a SOAP fault: malformed envelopes and unknown operations ``soap:Client``
+    with status 500 (SOAP 1.1 section 6.2), sessdb errors with their usual status and headers.
+    """
+    service = route.service
+    if service.type == "DISH" and inp.method in ("GET", "HEAD"):
+        return _wsdl_response(request, inp, service)
+    try:
+        envelope = soap.parse_request(inp.body)
+        route, fmt = _soap_target(request, route, envelope)
+        variables = tuple(Variable(name, value) for name, value in envelope.params)
+        inp = dataclasses.replace(inp, variables=variables + inp.variables)
+        result = await _run(request, inp, route)
+    except soap.SoapFault as fault:
+        return _fault_response(fault, 500)
+    except errors.SessdbError as exc:
+        plain = response_for(exc)
+        code = "Client" if plain.status < 500 else "Server"
+        return _fault_response(soap.SoapFault(code, str(exc)), plain.status, plain.headers)
     if result.redirect is not None:
-        status = 302 if inp.method in ("GET", "HEAD") else 307
-        response = web.Response(status=status, headers={"Location": result.redirect})
-    else:
-        assert result.outcome is not None
-        response = build_response(service.type, result.outcome, result.plan)
+        return _redirect(inp, result)
+    assert result.outcome is not None
+    response = build_soap_response(envelope, fmt, result.outcome, result.plan)
     _session_cookie(response, result.set_cookie, result.clear_cookie)
+    return response
+
+
+def _soap_target(request: web.Request, route: Route, envelope: soap.SoapRequest) -> tuple[Route, str | None]:
+    """The SOAP service that answers ``envelope`` and its response format.
+
+    Posted to a SOAP service, the operation must be the service's (its name or a ``/``
+    suffix of it); posted to a DISH service, it picks the member of the DISH's group.
+    """
+    service = route.service
+    if service.type == "SOAP":
+        if envelope.operation not in wsdl.operation_names(service.name):
+            raise soap.SoapFault("Client", f"service {service.name!r} does not serve operation "
+                                           f"{envelope.operation!r}")
+        return route, service.format
+    for op in wsdl.operations(request.app[ENGINE].catalog.services, service.group_name):
+        if op.name == envelope.operation:
+            target = Route(op.service, ())
+            _check_method("POST", target)
+            return target, op.service.format or service.format
+    raise soap.SoapFault("Client", f"DISH service {service.name!r} has no operation {envelope.operation!r}")
+
+
+def _wsdl_response(request: web.Request, inp: HttpInput, service: Service) -> web.Response:
+    """The WSDL of a DISH service; its endpoint is the DISH's own URL, from the request's Host."""
+    address = f"{request.scheme}://{request.host}{quote(inp.path, safe=_URL_SAFE)}"
+    ops = wsdl.operations(request.app[ENGINE].catalog.services, service.group_name)
+    return web.Response(body=wsdl.build_wsdl(service.name, address, ops), content_type="text/xml", charset="utf-8")
+
+
+def _fault_response(fault: soap.SoapFault, status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    response = web.Response(status=status, body=soap.fault_envelope(fault))
+    for name, value in (headers or {}).items():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    response.headers["Content-Type"] = soap.CONTENT_TYPE
     return response
 
 

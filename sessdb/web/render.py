@@ -36,7 +36,7 @@ from http import HTTPStatus
 from typing import Any
 from uuid import UUID
 
-__all__ = ["CONTENT_TYPES", "render_error", "render_result", "text_value"]
+__all__ = ["CONTENT_TYPES", "render_error", "render_result", "text_value", "xml_name"]
 
 CONTENT_TYPES = {
     "RAW": "text/plain; charset=utf-8",
@@ -75,7 +75,8 @@ def render_result(kind: str, columns: Sequence[str], rows: Sequence[Row]) -> tup
     """The body and content type for a result, for a service of type ``kind`` (any case).
 
     ``columns`` are the result's column names and ``rows`` its rows, values as psycopg returns
-    them. ``kind`` is RAW, HTML, XML or JSON; anything else (SOAP, DISH) raises ``ValueError``.
+    them. ``kind`` is RAW, HTML, XML or JSON; anything else (SOAP, DISH) raises ``ValueError``:
+    SOAP envelopes and WSDL documents are ``sessdb.soap`` and ``sessdb.wsdl``.
 
     JSON specifics: numbers are JSON numbers (``numeric`` keeps every digit), NaN and the
     infinities are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; ``json``/``jsonb``
@@ -247,7 +248,7 @@ def _render_xml(columns: list[str], rows: list[Row]) -> bytes:
     document = _xml_document(rows)
     if document is not None:
         return document.encode("utf-8", "replace")
-    names = _unique([_xml_name(name) for name in columns])
+    names = _unique([xml_name(name) for name in columns])
     parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<root>']
     for row in rows:
         pairs = [(name, value) for name, value in zip(names, row, strict=False) if value is not None]
@@ -279,8 +280,8 @@ def _xml_attribute(value: object) -> str:
     return _ATTRIBUTE_SPECIAL.sub(lambda m: _ATTRIBUTE_ESCAPES[m.group()], text)
 
 
-def _xml_name(name: str) -> str:
-    """A column name as an XML name: characters not allowed there become ``_xHHHH_``.
+def xml_name(name: str) -> str:
+    """A column (or service) name as an XML name: characters not allowed there become ``_xHHHH_``.
 
     The colon is encoded too (it would mean a namespace), and so is an ``_`` that starts
     something looking like an escape, so that the encoding can be undone.

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from sessdb.execute import Outcome
+from sessdb.soap import CONTENT_TYPE as SOAP_CONTENT_TYPE
+from sessdb.soap import SoapFault, SoapRequest, fault_envelope, result_envelope
 from sessdb.web.render import render_error, render_result
 
 STATUS_HEADER = "@HttpStatus"
@@ -62,13 +64,42 @@ def build_response(kind: str, outcome: Outcome, plan: ResponsePlan, *, timed_out
         body, ctype = render_result(kind, outcome.columns, outcome.rows)
         status = plan.status or 200
     else:
-        status = plan.status or (504 if timed_out or outcome.error.sqlstate == _TIMEOUT_SQLSTATE else 500)
+        status = _error_status(outcome, plan, timed_out)
         diag = outcome.error.diag
         body, ctype = render_error(kind, status, outcome.error.sqlstate, diag.message_primary or str(outcome.error),
                                    diag.message_detail, diag.message_hint)
+    return _response(plan, status, body, ctype, failed=outcome.error is not None)
+
+
+def build_soap_response(request: SoapRequest, fmt: str | None, outcome: Outcome, plan: ResponsePlan, *,
+                        timed_out: bool = False) -> web.Response:
+    """The response of a SOAP service: its result envelope, or a ``soap:Server`` fault.
+
+    A fault answers 500 (SOAP 1.1 section 6.2; SQL Anywhere answers 200), or 504 for a
+    statement cancelled by REQUEST_TIMEOUT, unless the application chose a status.
+    """
+    plan.apply_pgrst(outcome.pgrst_headers, outcome.pgrst_status)
+    if outcome.error is None:
+        body = result_envelope(request, fmt, outcome.columns, outcome.rows)
+        status = plan.status or 200
+    else:
+        status = _error_status(outcome, plan, timed_out)
+        diag = outcome.error.diag
+        fault = SoapFault("Server", diag.message_primary or str(outcome.error), sqlstate=outcome.error.sqlstate,
+                          detail=diag.message_detail, hint=diag.message_hint)
+        body = fault_envelope(fault)
+    return _response(plan, status, body, SOAP_CONTENT_TYPE, failed=outcome.error is not None)
+
+
+def _error_status(outcome: Outcome, plan: ResponsePlan, timed_out: bool) -> int:
+    assert outcome.error is not None
+    return plan.status or (504 if timed_out or outcome.error.sqlstate == _TIMEOUT_SQLSTATE else 500)
+
+
+def _response(plan: ResponsePlan, status: int, body: bytes, ctype: str, *, failed: bool) -> web.Response:
     response = web.Response(status=status, reason=plan.reason, body=body)
     headers = dict(plan.headers)
-    if outcome.error is not None and plan.status is None:
+    if failed and plan.status is None:
         headers["content-type"] = ("Content-Type", ctype)  # the error document, whatever was set
     headers.setdefault("content-type", ("Content-Type", ctype))
     for name, value in headers.values():
