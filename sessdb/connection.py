@@ -40,6 +40,14 @@ class _TextNullDumper(Dumper):
 
 TEXT_NULL = TextNull()
 
+# Everything DISCARD ALL forgets that a user can see, in one round trip, but without DISCARD
+# PLANS: cached plans are no state, and keeping them spares every request a re-plan of the
+# sessdb functions.
+_RESET = (
+    b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; "
+    b"SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+)
+
 
 class Backend:
     """A psycopg connection plus what the engine knows of it (pid, who uses it)."""
@@ -88,8 +96,8 @@ class Backend:
     async def reset(self) -> bool:
         """Forget everything a user left on the connection; False when it is unusable.
 
-        ``DISCARD ALL`` drops temp tables, prepared statements, settings, roles and advisory
-        locks, so nothing of one user is ever seen by the next (contract 5.9).
+        Temp tables, prepared statements, cursors, settings, roles, LISTENs and advisory locks
+        are dropped, so nothing of one user is ever seen by the next (contract 5.9).
         """
         if self.broken:
             return False
@@ -98,7 +106,7 @@ class Backend:
                 return False
             if self.status != TransactionStatus.IDLE:
                 await self.conn.execute("ROLLBACK")
-            await self.conn.execute("DISCARD ALL")
+            await self.conn.execute(_RESET)
         except psycopg.Error:
             return False
         return self.status == TransactionStatus.IDLE

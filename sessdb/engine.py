@@ -37,7 +37,7 @@ from sessdb.web.respond import ResponsePlan
 
 log = logging.getLogger("sessdb.engine")
 
-_SYNC_SQL = "SELECT sessdb._sync_from_request(%s, %s)"
+_SYNC_SQL = "sessdb._sync_from_request($1, $2)"
 
 
 @dataclass
@@ -173,7 +173,8 @@ class Engine:
             ("sessdb.slots", f"{self.slot_class}:{self.settings.max_sessions}"),
         ]
 
-    async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan) -> Outcome:
+    async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
+                       *, sync: bool) -> Outcome:
         def on_event(event: dict) -> None:  # type: ignore[type-arg]
             kind = event.get("kind")
             if kind == "header" and isinstance(event.get("name"), str):
@@ -183,17 +184,19 @@ class Engine:
 
         return await run_call(backend, call, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
-                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]))
+                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]) if sync else None,
+                              end_request=not sync)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(backend, call, run, result.plan)
+            result.outcome = await self._execute(backend, call, run, result.plan, sync=False)
         finally:
             created = run.created
             if created is None or backend.broken:
-                self.pool.release(backend)
+                clean = result.outcome is not None and result.outcome.clean
+                self.pool.release(backend, clean=clean)
             else:
                 self.pool.detach(backend)
         if created is not None:
@@ -210,8 +213,8 @@ class Engine:
             self.sessions.drop(session, "killed")
             self.sessions.close(session)
             raise ServiceUnavailable("the database connection was lost", retry_after=1)
-        if result.outcome is not None and result.outcome.error is not None:
-            await self._mirror(session)
+        session.last_time = wall_now()  # SessionLastTime: the creator releases the session now
+        await self._mirror(session)  # before anyone else may use the backend
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
         self._leave(session)
@@ -222,7 +225,7 @@ class Engine:
         run = RequestSessions(inherited=session, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(session.backend, call, run, result.plan)
+            result.outcome = await self._execute(session.backend, call, run, result.plan, sync=True)
         except BaseException:
             self._end_session_run(session, run, committed=False)
             raise

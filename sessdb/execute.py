@@ -8,6 +8,7 @@ while the statement runs (``sessdb-event`` notices) are collected in order.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from sessdb.connection import TEXT_NULL, Backend
 from sessdb.plan import Call
@@ -36,29 +36,38 @@ class Outcome:
     pgrst_headers: str | None = None
     pgrst_status: str | None = None
     committed: bool = False
+    clean: bool = False  # the connection was reset after the commit (see sessdb._end_request)
 
 
-def _settings_query(call: Call, statement_timeout_ms: int | None,
-                    extra: list[tuple[str, str]]) -> tuple[sql.Composed, list[str]]:
-    names = [name for name, _ in call.settings] + [name for name, _ in extra]
-    values = [value for _, value in call.settings] + [value for _, value in extra]
+@functools.lru_cache(maxsize=64)
+def _settings_sql(names: tuple[str, ...]) -> str:
+    """``SELECT set_config('a', $1, true), ...`` for these names (the names are the engine's own)."""
+    parts = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(names, 1)]
+    return "SELECT " + ", ".join(parts)
+
+
+def _settings(call: Call, statement_timeout_ms: int | None,
+              extra: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    pairs = list(call.settings) + extra
     if call.role is not None:
-        names.append("role")
-        values.append(call.role)
+        pairs.append(("role", call.role))
     if statement_timeout_ms:
-        names.append("statement_timeout")
-        values.append(str(statement_timeout_ms))
-    parts = [sql.SQL("set_config({}, %s, true)").format(sql.Literal(n)) for n in names]
-    return sql.SQL("SELECT ").join([sql.SQL(""), sql.SQL(", ").join(parts)]), values
+        pairs.append(("statement_timeout", str(statement_timeout_ms)))
+    return _settings_sql(tuple(name for name, _ in pairs)), [value for _, value in pairs]
+
+
+_READ_PGRST = "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
 
 
 async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | None = None,
                    statement_timeout_ms: int | None = None, extra_settings: list[tuple[str, str]] | None = None,
-                   before_commit: tuple[str, list[Any]] | None = None) -> Outcome:
+                   before_commit: tuple[str, list[Any]] | None = None, end_request: bool = False) -> Outcome:
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
 
-    ``extra_settings`` are more transaction-local settings; ``before_commit`` is a statement
-    (text, params) run after the service statement, inside its transaction.
+    ``extra_settings`` are more transaction-local settings; ``before_commit`` is a select list
+    (text with ``$n`` placeholders, params) evaluated after the service statement, inside its
+    transaction, as the engine's role. ``end_request`` resets a sessionless connection in the
+    same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
     (``psycopg.OperationalError``) are returned the same way; the caller checks
     ``backend.broken``. Cancellation propagates (the caller cancels the statement first).
@@ -67,26 +76,33 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     await backend.settle_cancel()
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
-    settings_query, settings_values = _settings_query(call, statement_timeout_ms, extra_settings or [])
+    settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
     cursor = psycopg.AsyncRawCursor(conn)
+    tail = psycopg.AsyncRawCursor(conn)
     try:
         async with conn.pipeline():
             await conn.execute("BEGIN")
-            await conn.execute(settings_query, settings_values)
+            await tail.execute(settings_sql, settings_values)
             await cursor.execute(call.sql, [TEXT_NULL if p is None else p for p in call.params])
-            pgrst = await conn.execute(
-                "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
-            )
-            if before_commit is not None:
+            if before_commit is None:
+                await tail.execute(_READ_PGRST)
+            else:
                 if call.role is not None:
                     await conn.execute("RESET ROLE")  # the engine's own bookkeeping runs as the engine
-                await conn.execute(before_commit[0], before_commit[1])
+                await tail.execute(f"{_READ_PGRST}, {before_commit[0]}", before_commit[1])
             await conn.execute("COMMIT")
+            if end_request:
+                ended = await conn.execute("SELECT sessdb._end_request()")
         outcome.committed = True
+        if end_request:
+            row = await ended.fetchone()
+            outcome.clean = bool(row and row[0])
         if cursor.description is not None:
             outcome.columns = [c.name for c in cursor.description]
             outcome.rows = await cursor.fetchall()
-        outcome.pgrst_headers, outcome.pgrst_status = await pgrst.fetchone() or (None, None)
+        row = await tail.fetchone()
+        if row is not None:
+            outcome.pgrst_headers, outcome.pgrst_status = row[0], row[1]
     except psycopg.Error as exc:
         outcome.error = exc
         await backend.rollback_if_needed()

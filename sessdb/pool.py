@@ -69,8 +69,12 @@ class ConnectionPool:
                 self._waiters.remove(future)
             raise
 
-    def release(self, backend: Backend) -> None:
-        """Give a connection back; it is reset in the background before reuse."""
+    def release(self, backend: Backend, *, clean: bool = False) -> None:
+        """Give a connection back; it is reset in the background before reuse, unless ``clean``."""
+        if clean and not self._closed and not backend.broken and backend.cancelling is None:
+            backend.on_notice = None
+            self._give(backend)
+            return
         self._spawn(self._reset_and_return(backend))
 
     def detach(self, backend: Backend) -> None:

@@ -115,6 +115,7 @@ class SessionManager:
 
     def leave(self, session: Session) -> None:
         """The running request is done with the session: hand it on, or let it idle."""
+        session.last_time = wall_now()
         while session.queue:
             waiter = session.queue.popleft()
             if session.closed or session.marked is not None or not session.answers_to(waiter.presented_id):

@@ -82,6 +82,7 @@ BEGIN
         PERFORM sessdb._release_id(id);
         PERFORM sessdb._raise('SD941', 'too many HTTP sessions', 'raise MAX_SESSIONS, or delete sessions that are done');
     END IF;
+    PERFORM set_config('sessdb.holds_session', '1', false);
     RETURN slot;
 END $$;
 
@@ -116,6 +117,7 @@ BEGIN
                                           'raise MAX_SESSIONS, or delete sessions that are done');
                 END IF;
                 PERFORM set_config('sessdb.session_created', clock_timestamp()::text, true);
+                PERFORM set_config('sessdb.holds_session', '1', false);
             END IF;
         END IF;
         PERFORM sessdb._release_id(current_id);
@@ -124,6 +126,7 @@ BEGIN
             -- the session is gone: its slot (and any lock it held) is free at once
             PERFORM pg_advisory_unlock_all();
             PERFORM set_config('sessdb.session_created', '', true);
+            PERFORM set_config('sessdb.holds_session', '', false);
         END IF;
         PERFORM sessdb._event('session', jsonb_build_object('op', 'set', 'id', nullif(target, ''),
                                                             'old', nullif(current_id, ''), 'slot', slot));
@@ -375,4 +378,26 @@ BEGIN
         clock_timestamp(),
         coalesce(sessdb._setting('sessdb.session_timeout'), sessdb._setting('sessdb.default_timeout'), '30')::float8,
         'idle', 0, addr);
+END $$;
+
+-- Run by the engine right after a sessionless request's COMMIT, in the same round trip: unless
+-- the connection now holds a session, forget everything the request left on it (what DISCARD
+-- ALL forgets that a user can see) and answer true, so it can serve the next request at once.
+CREATE OR REPLACE FUNCTION sessdb._end_request()
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('sessdb.holds_session', true) = '1' THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'CLOSE ALL';
+    IF session_user <> current_user OR current_setting('is_superuser') <> (SELECT CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = session_user) THEN
+        RETURN false;  -- a changed session authorization: let the engine reset the connection itself
+    END IF;
+    EXECUTE 'RESET ALL';
+    EXECUTE 'DEALLOCATE ALL';
+    EXECUTE 'UNLISTEN *';
+    PERFORM pg_advisory_unlock_all();
+    EXECUTE 'DISCARD TEMP';
+    EXECUTE 'DISCARD SEQUENCES';
+    RETURN true;
 END $$;
