@@ -25,40 +25,52 @@ CREATE OR REPLACE FUNCTION sessdb.state_notify_release(p_key text) RETURNS void
 LANGUAGE sql AS $$ SELECT pg_notify('sessdb_state', md5(p_key)) $$;
 
 
+-- How stale an item's expiry may get before a read slides it again: a tenth of its timeout,
+-- between 1 and 60 seconds.
+CREATE OR REPLACE FUNCTION sessdb.state_slide_slack(p_timeout int) RETURNS interval
+LANGUAGE sql IMMUTABLE AS $$ SELECT make_interval(secs => least(60, greatest(1, p_timeout * 6))) $$;
+
+
 -- GET (shared) and GET + Exclusive: acquire. p_watch marks a locked item as waited for.
 --
--- Fast path: when the item was touched within the last second (its expiry is already within a
--- second of now + timeout) and no flag needs clearing, a 423, or a shared read of an unlocked
--- item, is answered from a plain snapshot with no write, so pollers of a locked item cost no
--- row lock and no WAL flush. Expiry therefore slides with one-second granularity.
+-- Polls of a locked item (the ASP.NET module retries every 500 ms per waiting request) must
+-- never queue behind each other or behind a slow commit, so they are answered from a plain
+-- snapshot: a 423 costs no row lock and no write while the item's expiry is fresh (slid within
+-- state_slide_slack), and when it is not, only the poller that gets the row lock at once
+-- (SKIP LOCKED) slides it; the others answer from the snapshot. A shared read of an unlocked,
+-- fresh item with no flag to clear is answered the same way.
 CREATE OR REPLACE FUNCTION sessdb.state_get(p_key text, p_exclusive boolean, p_watch boolean DEFAULT false)
 RETURNS TABLE(status int, data bytea, timeout_minutes int, lock_cookie int, lock_date timestamptz,
               db_now timestamptz, action_flags int)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    snap record;
     cur record;
     v_take boolean;
 BEGIN
     SELECT i.locked, i.flags, i.lock_cookie, i.lock_date, i.watched, i.timeout_minutes,
-           i.expires_at >= now() + make_interval(mins => i.timeout_minutes) - interval '1 second' AS fresh
-      INTO cur
+           i.expires_at >= now() + make_interval(mins => i.timeout_minutes)
+                           - sessdb.state_slide_slack(i.timeout_minutes) AS fresh
+      INTO snap
       FROM sessdb.state_items i WHERE i.key = p_key AND i.expires_at > now();
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
     END IF;
-    IF cur.fresh AND (cur.flags & 1) = 0 THEN
-        IF cur.locked AND (cur.watched OR NOT p_watch) THEN
-            RETURN QUERY SELECT 423, NULL::bytea, cur.timeout_minutes, cur.lock_cookie, cur.lock_date, now(), 0;
+    IF snap.locked AND (snap.watched OR NOT p_watch) THEN
+        IF NOT snap.fresh THEN
+            PERFORM 1 FROM sessdb.state_items i WHERE i.key = p_key FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF snap.fresh OR NOT FOUND THEN
+            RETURN QUERY SELECT 423, NULL::bytea, snap.timeout_minutes, snap.lock_cookie, snap.lock_date, now(), 0;
             RETURN;
         END IF;
-        IF NOT cur.locked AND NOT p_exclusive THEN
-            RETURN QUERY SELECT 200, i.data, i.timeout_minutes, i.lock_cookie, i.lock_date, now(), 0
-              FROM sessdb.state_items i WHERE i.key = p_key;
-            IF FOUND THEN
-                RETURN;
-            END IF;
+    ELSIF NOT snap.locked AND NOT p_exclusive AND snap.fresh AND (snap.flags & 1) = 0 THEN
+        RETURN QUERY SELECT 200, i.data, i.timeout_minutes, i.lock_cookie, i.lock_date, now(), 0
+          FROM sessdb.state_items i WHERE i.key = p_key;
+        IF FOUND THEN
+            RETURN;
         END IF;
     END IF;
     SELECT i.locked, i.flags, i.lock_cookie INTO cur

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from sessdb.stateserver import store
+from tests.fix_server import free_port
 from tests.state_helpers import (  # noqa: F401  (fixtures)
     Reply,
     StateClient,
@@ -161,10 +162,14 @@ async def test_sweeper_task_runs_every_interval_and_survives_failures(
 
 
 @pytest.mark.slow
-async def test_s31_no_server_side_waiting(state_server, svcconn: psycopg.Connection) -> None:  # type: ignore[no-untyped-def]
-    key = new_key()
+async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psycopg.Connection) -> None:  # type: ignore[no-untyped-def]
+    # The server runs in its own process, as in production, so that the latencies measured are
+    # the server's and not those of this test process's busy event loop.
+    state_port, key = free_port(), new_key()
+    server = server_factory("--dsn", dsn, "--state-port", str(state_port), "--no-migrate")
+    await asyncio.to_thread(server.wait_ready)
     latencies: list[float] = []
-    async with clients(state_server.port, 51) as conns:
+    async with clients(state_port, 51) as conns:
         holder, pollers = conns[0], conns[1:]
         await holder.put(key, b"D")
         cookie = (await holder.acquire(key)).header("LockCookie")
@@ -190,4 +195,4 @@ async def test_s31_no_server_side_waiting(state_server, svcconn: psycopg.Connect
     latencies.sort()
     assert len(latencies) >= 50 * 18
     assert latencies[int(len(latencies) * 0.99)] < 0.05, latencies[-10:]
-    assert busy <= state_server.pool.size
+    assert busy <= 10  # the default POOL_SIZE: pollers never pile up connections
