@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""HTTP sessions under load: sessdb against one pinned psycopg connection per client session.
+
+One run starts everything it needs, measures four things side by side, and stops it all:
+
+1. an embedded PostgreSQL (``python -m sessdb db start --data-dir DIR``; a temporary DIR unless
+   ``--data-dir`` is given), migrated, with ``max_connections`` raised (``ALTER SYSTEM`` and a
+   restart) when the idle sessions of step (d) would not fit;
+2. the SQL functions ``bench_*`` and the RAW services ``bench/new``, ``bench/kv``, ``bench/stamp``,
+   ``bench/stamps`` and ``bench/end`` (through ``sessdb sql``);
+3. one ``sessdb serve`` process and one ``scripts/bench/baseline_pinned.py`` process, both on
+   127.0.0.1 without an access log;
+4. an asyncio load generator in this process (aiohttp client, keep-alive):
+
+   (a) throughput: ``--sessions`` client sessions (64), each sending one request after another
+       that upserts a row of its temp table and reads it back (``bench_kv``), first against sessdb,
+       then against the baseline, after a warm-up; the ratio sessdb/baseline (target >= 1.0);
+   (b) handoff: rounds of ``--burst`` requests fired at once at one session; each statement
+       records ``transaction_timestamp()`` (its BEGIN) and ``clock_timestamp()`` (its end) in a
+       temp table; a handoff is the gap from one request's end to the next one's BEGIN, counted
+       only when the next request had been sent before the previous one ended (so it was
+       queued); p50 and p99 (target p99 < 5 ms);
+   (c) session creation: ``--creators`` clients, each creating a session and deleting it again,
+       for ``--creation-seconds``; sessions created per second (target >= 2000); twice: with the
+       statement creating the two temp tables (``bench/new``), and setting only ``SessionID``
+       (``bench/new0``), which shows the engine's own cost;
+   (d) memory: ``--idle`` sessions created and left idle; the growth of the sessdb process's RSS
+       per session, and the private memory (``Private_*`` of ``/proc/PID/smaps_rollup``) and PSS
+       of the PostgreSQL backends of the sessions.
+
+Every step has a deadline; the whole run takes about ``2 * (warmup + duration) + creation-seconds
++ 60`` seconds.
+
+    .venv/bin/python scripts/bench/sessions.py [--duration 10] [--sessions 64] [--idle 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from web_select1 import cluster, free_port, log, process, sessdb  # noqa: E402
+
+SETUP_SQL = """
+CREATE OR REPLACE FUNCTION public.bench_new(sid text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF sid IS NOT NULL THEN
+        PERFORM sa_set_http_option('SessionID', sid);
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS kv (k int PRIMARY KEY, v int NOT NULL);
+    CREATE TEMP TABLE IF NOT EXISTS stamps (sent timestamptz, started timestamptz, ended timestamptz);
+    RETURN 'new';
+END $$;
+
+CREATE OR REPLACE FUNCTION public.bench_new0(sid text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM sa_set_http_option('SessionID', sid);
+    RETURN 'new';
+END $$;
+
+CREATE OR REPLACE FUNCTION public.bench_kv(key int) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    value int;
+BEGIN
+    INSERT INTO pg_temp.kv AS t VALUES (key, 1) ON CONFLICT (k) DO UPDATE SET v = t.v + 1;
+    SELECT t.v INTO value FROM pg_temp.kv t WHERE t.k = key;
+    RETURN key || ':' || value;
+END $$;
+
+CREATE OR REPLACE FUNCTION public.bench_stamp(sent text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pg_temp.stamps VALUES (to_timestamp(sent::float8), transaction_timestamp(), clock_timestamp());
+    RETURN 'stamped';
+END $$;
+
+CREATE OR REPLACE FUNCTION public.bench_stamps() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    result text;
+BEGIN
+    SELECT coalesce(json_agg(json_build_array(extract(epoch FROM s.sent), extract(epoch FROM s.started),
+                                              extract(epoch FROM s.ended)) ORDER BY s.started), '[]')
+      INTO result FROM pg_temp.stamps s;
+    DELETE FROM pg_temp.stamps;
+    RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION public.bench_end() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM sa_set_http_option('SessionID', '');
+    RETURN 'ended';
+END $$;
+
+SELECT sessdb.create_service(name => 'bench/new', type => 'RAW', statement => 'SELECT bench_new(:sid)', replace => true);
+SELECT sessdb.create_service(name => 'bench/new0', type => 'RAW', statement => 'SELECT bench_new0(:sid)',
+                             replace => true);
+SELECT sessdb.create_service(name => 'bench/kv', type => 'RAW', statement => 'SELECT bench_kv(cast(:k AS int))',
+                             replace => true);
+SELECT sessdb.create_service(name => 'bench/stamp', type => 'RAW', statement => 'SELECT bench_stamp(:t)',
+                             replace => true);
+SELECT sessdb.create_service(name => 'bench/stamps', type => 'RAW', statement => 'SELECT bench_stamps()',
+                             replace => true);
+SELECT sessdb.create_service(name => 'bench/end', type => 'RAW', statement => 'SELECT bench_end()', replace => true);
+"""
+
+
+@dataclass
+class Routes:
+    """How to address one server: create, use and end a client session."""
+
+    new: Callable[[str], str]
+    kv: Callable[[str, int], str]
+    end: Callable[[str], str]
+
+
+def sessdb_routes(base: str) -> Routes:
+    return Routes(new=lambda sid: f"{base}/bench/new?sid={sid}",
+                  kv=lambda sid, k: f"{base}/bench/kv?sessionid={sid}&k={k}",
+                  end=lambda sid: f"{base}/bench/end?sessionid={sid}")
+
+
+def pinned_routes(base: str) -> Routes:
+    return Routes(new=lambda sid: f"{base}/new?sid={sid}",
+                  kv=lambda sid, k: f"{base}/kv?sid={sid}&k={k}",
+                  end=lambda sid: f"{base}/end?sid={sid}")
+
+
+@dataclass
+class Throughput:
+    """What phase (a) measured on one server."""
+
+    requests_per_second: float
+    requests: int
+    bad: int
+    p99_ms: float
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with http.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+def new_http(limit: int = 0) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit),
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def create_sessions(http: aiohttp.ClientSession, routes: Routes, count: int, concurrency: int) -> list[str]:
+    """``count`` new sessions, ``concurrency`` creations at a time; raises on any failure."""
+    sids = [f"b{uuid.uuid4().hex}" for _ in range(count)]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(sid: str) -> None:
+        async with gate:
+            status, body = await get(http, routes.new(sid))
+        if (status, body) != (200, "new"):
+            raise SystemExit(f"creating session {sid} answered {status}: {body[:300]}")
+
+    await asyncio.gather(*(one(sid) for sid in sids))
+    return sids
+
+
+async def end_sessions(http: aiohttp.ClientSession, routes: Routes, sids: list[str], concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(sid: str) -> None:
+        async with gate:
+            await get(http, routes.end(sid))
+
+    await asyncio.gather(*(one(sid) for sid in sids))
+
+
+async def throughput(routes: Routes, sessions: int, warmup: float, seconds: float) -> Throughput:
+    """Phase (a) on one server: ``sessions`` clients in a closed loop of ``bench_kv`` requests."""
+    async with new_http() as http:
+        sids = await create_sessions(http, routes, sessions, concurrency=sessions)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + warmup
+        stop = start + seconds
+        latencies: list[float] = []
+        bad = 0
+
+        async def client(sid: str) -> None:
+            nonlocal bad
+            rng = random.Random(sid)
+            while (now := loop.time()) < stop:
+                k = rng.randrange(100)
+                status, body = await get(http, routes.kv(sid, k))
+                done = loop.time()
+                if now >= start:
+                    latencies.append(done - now)
+                    if status != 200 or not body.startswith(f"{k}:"):
+                        bad += 1
+
+        await asyncio.gather(*(client(sid) for sid in sids))
+        await end_sessions(http, routes, sids, concurrency=sessions)
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0.0
+    return Throughput(len(latencies) / seconds, len(latencies), bad, p99)
+
+
+async def handoff(routes: Routes, base: str, burst: int, rounds: int) -> list[float]:
+    """Phase (b): gaps in ms between one request's end and the next queued one's BEGIN."""
+    gaps: list[float] = []
+    async with new_http() as http:
+        (sid,) = await create_sessions(http, routes, 1, 1)
+        for _ in range(rounds):
+            async def one() -> tuple[int, str]:
+                return await get(http, f"{base}/bench/stamp?sessionid={sid}&t={time.time():.6f}")
+
+            answers = await asyncio.gather(*(one() for _ in range(burst)))
+            failed = [a for a in answers if a != (200, "stamped")]
+            if failed:
+                raise SystemExit(f"handoff: {len(failed)} requests failed, e.g. {failed[0][0]} {failed[0][1][:300]}")
+            status, body = await get(http, f"{base}/bench/stamps?sessionid={sid}")
+            if status != 200:
+                raise SystemExit(f"handoff: reading the stamps answered {status}: {body[:300]}")
+            stamps = json.loads(body)
+            for (_, _, ended), (sent, started, _) in zip(stamps, stamps[1:]):
+                if sent < ended:  # the next request was already waiting: a true handoff
+                    gaps.append((float(started) - float(ended)) * 1000)
+        await end_sessions(http, routes, [sid], 1)
+    return gaps
+
+
+async def creation(routes: Routes, creators: int, seconds: float) -> tuple[float, int, int]:
+    """Phase (c): (sessions/s, created, failures) of ``creators`` clients creating and deleting sessions."""
+    created = failures = 0
+    async with new_http() as http:
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + seconds
+
+        async def client() -> None:
+            nonlocal created, failures
+            while loop.time() < stop:
+                sid = f"c{uuid.uuid4().hex}"
+                status, body = await get(http, routes.new(sid))
+                if (status, body) != (200, "new"):
+                    failures += 1
+                    continue
+                created += 1
+                await get(http, routes.end(sid))
+
+        began = loop.time()
+        await asyncio.gather(*(client() for _ in range(creators)))
+        elapsed = loop.time() - began
+    return created / elapsed, created, failures
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """kB figures of one process: VmRSS from status, Pss and Private_* from smaps_rollup."""
+    figures: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                figures["rss"] = int(line.split()[1])
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            if name in ("Pss", "Private_Clean", "Private_Dirty"):
+                figures[name] = int(rest.split()[0])
+    figures["private"] = figures.get("Private_Clean", 0) + figures.get("Private_Dirty", 0)
+    return figures
+
+
+async def memory(routes: Routes, dsn: str, serve_pid: int, idle: int) -> dict[str, float]:
+    """Phase (d): memory per idle session, on the sessdb side and the PostgreSQL side."""
+    before = proc_memory(serve_pid)["rss"]
+    async with new_http() as http:
+        began = time.monotonic()
+        sids = await create_sessions(http, routes, idle, concurrency=32)
+        burst_rate = idle / (time.monotonic() - began)
+        after = proc_memory(serve_pid)["rss"]
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            cur = await conn.execute("SELECT conn_id FROM sessdb.http_sessions")
+            pids = [pid for (pid,) in await cur.fetchall()]
+        backends = [proc_memory(pid) for pid in pids]
+        await end_sessions(http, routes, sids, concurrency=32)
+    if len(backends) < idle:
+        raise SystemExit(f"memory: {idle} sessions created but sessdb.http_sessions lists {len(backends)}")
+    return {
+        "sessions": idle,
+        "create_burst_per_s": burst_rate,
+        "sessdb_rss_kb_per_session": (after - before) / idle,
+        "pg_private_kb": statistics.mean(b["private"] for b in backends),
+        "pg_pss_kb": statistics.mean(b["Pss"] for b in backends),
+        "pg_rss_kb": statistics.mean(b["rss"] for b in backends),
+    }
+
+
+def wait_http(url: str, proc, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``url`` until it answers at all (a process-level wait with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def bench_cluster(data_dir: Path | None, need_connections: int) -> Iterator[str]:
+    """A migrated cluster with the bench SQL, and room for ``need_connections`` connections."""
+    temporary = data_dir is None
+    if temporary:
+        data_dir = Path(tempfile.mkdtemp(prefix="sessdb-bench-"))
+        data_dir.chmod(0o755)
+    assert data_dir is not None
+    try:
+        with cluster(data_dir) as dsn:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                current = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+                if current < need_connections:
+                    log(f"raising max_connections from {current} to {need_connections} (ALTER SYSTEM, restart)")
+                    conn.execute(f"ALTER SYSTEM SET max_connections = {int(need_connections)}")
+            if current < need_connections:
+                sessdb("db", "stop", "--data-dir", str(data_dir), timeout=120)
+                sessdb("db", "start", "--data-dir", str(data_dir), timeout=180)
+            sessdb("migrate", "--dsn", dsn)
+            sessdb("sql", SETUP_SQL, env={"SESSDB_DSN": dsn})
+            yield dsn
+    finally:
+        if temporary:
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds of measured load per server in (a)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load first in (a)")
+    parser.add_argument("--sessions", type=int, default=64, help="client sessions in (a) (default 64)")
+    parser.add_argument("--burst", type=int, default=100, help="requests fired at once at one session in (b)")
+    parser.add_argument("--rounds", type=int, default=5, help="bursts in (b)")
+    parser.add_argument("--creators", type=int, default=32, help="concurrent creating clients in (c)")
+    parser.add_argument("--creation-seconds", type=float, default=5, help="length of (c)")
+    parser.add_argument("--idle", type=int, default=500, help="idle sessions in (d) (default 500)")
+    parser.add_argument("--pool-size", type=int, default=10, help="sessdb's POOL_SIZE (default 10)")
+    parser.add_argument("--data-dir", type=Path, help="embedded cluster to start or reuse (default: a temporary one)")
+    args = parser.parse_args()
+
+    need = args.idle + 2 * args.sessions + args.pool_size + 50
+    with bench_cluster(args.data_dir, need) as dsn:
+        ports = {"sessdb": free_port(), "baseline": free_port()}
+        bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        serve_cmd = [sys.executable, "-m", "sessdb", "serve", "--dsn", dsn, "--no-migrate",
+                     "--port", str(ports["sessdb"]), "--pool-size", str(args.pool_size),
+                     "--max-sessions", str(args.idle + args.sessions + args.creators + 10),
+                     "--session-queue-limit", str(args.burst + 10), "--log-level", "warning"]
+        base_cmd = [sys.executable, str(HERE / "baseline_pinned.py"), "--dsn", dsn, "--port", str(ports["baseline"])]
+        routes = {"sessdb": sessdb_routes(bases["sessdb"]), "baseline": pinned_routes(bases["baseline"])}
+        with process("sessdb serve", serve_cmd) as serve_proc, process("baseline", base_cmd) as base_proc:
+            wait_http(bases["sessdb"] + "/_sessdb/ready", serve_proc)
+            wait_http(bases["baseline"] + "/kv", base_proc)
+            results = asyncio.run(run_all(args, routes, bases, dsn, serve_proc.pid))
+    report(results, args)
+    return 0
+
+
+async def run_all(args: argparse.Namespace, routes: dict[str, Routes], bases: dict[str, str], dsn: str,
+                  serve_pid: int) -> dict[str, object]:
+    results: dict[str, object] = {}
+    for name in ("sessdb", "baseline"):  # one at a time: they share the CPUs with the client and PostgreSQL
+        log(f"(a) {name}: {args.sessions} sessions, {args.warmup:g}s warm-up, {args.duration:g}s measured")
+        results[name] = await throughput(routes[name], args.sessions, args.warmup, args.duration)
+    log(f"(b) handoff: {args.rounds} bursts of {args.burst} requests at one session")
+    results["gaps"] = await handoff(routes["sessdb"], bases["sessdb"], args.burst, args.rounds)
+    log(f"(c) creation: {args.creators} clients creating and deleting sessions for {args.creation_seconds:g}s")
+    results["creation"] = await creation(routes["sessdb"], args.creators, args.creation_seconds)
+    plain = sessdb_routes(bases["sessdb"])
+    plain.new = lambda sid: f"{bases['sessdb']}/bench/new0?sid={sid}"
+    results["creation0"] = await creation(plain, args.creators, args.creation_seconds)
+    log(f"(d) memory: {args.idle} idle sessions")
+    results["memory"] = await memory(routes["sessdb"], dsn, serve_pid, args.idle)
+    return results
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def report(results: dict[str, object], args: argparse.Namespace) -> None:
+    print(f"sessions benchmark on 127.0.0.1, {os.cpu_count()} CPUs, load generator in-process (aiohttp client)")
+    print(f"(a) throughput, {args.sessions} sessions, upsert + read of a temp table per request, "
+          f"{args.duration:g}s each:")
+    for name in ("sessdb", "baseline"):
+        res = results[name]
+        assert isinstance(res, Throughput)
+        print(f"    {name:>8}: {res.requests_per_second:8.1f} req/s   p99 {res.p99_ms:7.2f} ms   "
+              f"{res.requests} requests, {res.bad} bad answers")
+    s, b = results["sessdb"], results["baseline"]
+    assert isinstance(s, Throughput) and isinstance(b, Throughput)
+    ratio = s.requests_per_second / b.requests_per_second if b.requests_per_second else 0.0
+    print(f"    ratio: {ratio:.2f} (sessdb / pinned baseline; target >= 1.0)")
+    gaps = results["gaps"]
+    assert isinstance(gaps, list)
+    print(f"(b) handoff, end of one request's statement to BEGIN of the next queued one, {len(gaps)} handoffs:")
+    print(f"    p50 {_percentile(gaps, 0.5):.2f} ms   p99 {_percentile(gaps, 0.99):.2f} ms   "
+          f"max {max(gaps, default=float('nan')):.2f} ms (target p99 < 5 ms)")
+    rate, created, failures = results["creation"]  # type: ignore[misc]
+    print(f"(c) creation: {rate:.0f} sessions/s with two temp tables ({created} created and deleted by "
+          f"{args.creators} clients, {failures} failures; target >= 2000)")
+    rate, created, failures = results["creation0"]  # type: ignore[misc]
+    print(f"    creation: {rate:.0f} sessions/s setting only SessionID ({created} created and deleted, "
+          f"{failures} failures)")
+    mem = results["memory"]
+    assert isinstance(mem, dict)
+    print(f"(d) memory, {mem['sessions']} idle sessions (created at {mem['create_burst_per_s']:.0f}/s, 32 at a time):")
+    print(f"    sessdb process: {mem['sessdb_rss_kb_per_session']:.1f} kB RSS per session")
+    print(f"    PostgreSQL backend per session: {mem['pg_private_kb']:.0f} kB private, "
+          f"{mem['pg_pss_kb']:.0f} kB PSS, {mem['pg_rss_kb']:.0f} kB RSS")
+    for name in ("sessdb", "baseline"):
+        res = results[name]
+        assert isinstance(res, Throughput)
+        if res.bad:
+            print(f"  WARNING: {name} gave {res.bad} bad answers; its throughput is not comparable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
