@@ -57,6 +57,7 @@ class Backend:
         self.pid: int = conn.info.backend_pid
         self.on_notice: NoticeHandler | None = None
         self.cancelling: asyncio.Task[None] | None = None
+        self.running = False  # a request's statement is on the wire (see execute.run_call)
         conn.add_notice_handler(self._notice)
         # HTTP variables bind as text (contract 3), not as psycopg's default 'unknown'
         conn.adapters.register_dumper(str, StrDumper)

@@ -156,8 +156,13 @@ class Engine:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            # The client left. A statement on the wire is cancelled in PostgreSQL and the task
+            # settles the session and connection itself; one not yet sent is simply not sent.
             if not task.done():
-                backend.cancel_soon()  # the client left: stop the statement; the task cleans up
+                if backend.running:
+                    backend.cancel_soon()
+                else:
+                    task.cancel()
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:

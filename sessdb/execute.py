@@ -79,6 +79,7 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
     cursor = psycopg.AsyncRawCursor(conn)
     tail = psycopg.AsyncRawCursor(conn)
+    backend.running = True
     try:
         async with conn.pipeline():
             await conn.execute("BEGIN")
@@ -107,6 +108,7 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
         outcome.error = exc
         await backend.rollback_if_needed()
     finally:
+        backend.running = False
         backend.on_notice = None
     return outcome
 

@@ -231,10 +231,6 @@ async def settle_backends(conn: psycopg.AsyncConnection, client: TestClient) -> 
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "doomed requests commit: their client left, but the cancel was swallowed because an earlier "
-    "cancel of the same session was still on its way (see "
-    "test_a_request_whose_client_left_during_an_earlier_cancel_is_cancelled_too)"))
 async def test_200_sessions_with_client_disconnects(make_client, services: ServiceMaker, dsn: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     client = await make_client(max_sessions=250, pool_size=POOL_SIZE, session_queue_limit=16)
     fn = unique("load")
@@ -379,10 +375,6 @@ async def test_cancel_of_a_vanished_request_does_not_hit_the_next_one(
         svcconn.execute(f"DROP TABLE IF EXISTS public.{fn}_marks")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Backend.cancel_soon does nothing while an earlier cancel is still on its way, and run_call "
-    "first waits for that earlier cancel (settle_cancel) and then runs the next request's statement "
-    "to its end: the cancel for B's vanished client is never sent, B's write commits"))
 async def test_a_request_whose_client_left_during_an_earlier_cancel_is_cancelled_too(
         dsn: str, services: ServiceMaker, svcconn: psycopg.Connection) -> None:  # noqa: F811
     """A's client leaves, its cancel is slow; B runs next in the session and its client leaves too.
