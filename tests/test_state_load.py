@@ -5,6 +5,7 @@ connection), S28 (50,000 expired rows, swept in batches while live requests stay
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 
@@ -162,10 +163,14 @@ async def test_sweeper_task_runs_every_interval_and_survives_failures(
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a p99 bound: a machine busy with other work can stall all 50 pollers at once
 async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psycopg.Connection) -> None:  # type: ignore[no-untyped-def]
     # The server runs in its own process, as in production, so that the latencies measured are
     # the server's and not those of this test process's busy event loop.
     state_port, key = free_port(), new_key()
+    count = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb-state'"
+             " AND datname = current_database()")
+    baseline = svcconn.execute(count).fetchone()[0]  # type: ignore[index]  # other servers of this test run
     server = server_factory("--dsn", dsn, "--state-port", str(state_port), "--no-migrate")
     await asyncio.to_thread(server.wait_ready)
     latencies: list[float] = []
@@ -185,13 +190,18 @@ async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psy
                 assert (r.status, r.header("LockCookie")) == (423, cookie)
                 await asyncio.sleep(0.5)  # the ASP.NET module's poll interval
 
-        await asyncio.gather(*(poll(c) for c in pollers))
+        # This process's garbage collector must not be what is measured (S25 leaves lots behind).
+        gc.collect()
+        gc.disable()
+        try:
+            await asyncio.gather(*(poll(c) for c in pollers))
+        finally:
+            gc.enable()
         # Requests at the header limits still parse.
         big = [("X-Pad", "p" * (8192 - len("X-Pad: ")))] + [(f"X-H{i}", "v") for i in range(57)]
         r = await holder.request("GET", key, [("Exclusive", "acquire")] + big)
         assert r.status == 423
-        busy = svcconn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb-state'"
-                               " AND datname = current_database()").fetchone()[0]  # type: ignore[index]
+        busy = svcconn.execute(count).fetchone()[0] - baseline  # type: ignore[index]
     latencies.sort()
     assert len(latencies) >= 50 * 18
     assert latencies[int(len(latencies) * 0.99)] < 0.05, latencies[-10:]
