@@ -94,11 +94,12 @@ class Backend:
         """libpq's transaction status of the connection."""
         return self.conn.info.transaction_status
 
-    async def reset(self) -> bool:
+    async def reset(self, first: bytes = b"") -> bool:
         """Forget everything a user left on the connection; False when it is unusable.
 
         Temp tables, prepared statements, cursors, settings, roles, LISTENs and advisory locks
-        are dropped, so nothing of one user is ever seen by the next (contract 5.9).
+        are dropped, so nothing of one user is ever seen by the next (contract 5.9). ``first``
+        is more SQL (ending in ``;``) sent in the same round trip.
         """
         if self.broken:
             return False
@@ -107,7 +108,7 @@ class Backend:
                 return False
             if self.status != TransactionStatus.IDLE:
                 await self.conn.execute("ROLLBACK")
-            await self.conn.execute(_RESET)
+            await self.conn.execute(first + _RESET)
         except psycopg.Error:
             return False
         return self.status == TransactionStatus.IDLE

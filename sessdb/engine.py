@@ -38,6 +38,7 @@ from sessdb.web.respond import ResponsePlan
 log = logging.getLogger("sessdb.engine")
 
 _SYNC_SQL = "sessdb._sync_from_request($1, $2)"
+_FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL);"
 
 
 @dataclass
@@ -189,7 +190,7 @@ class Engine:
 
         return await run_call(backend, call, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
-                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]) if sync else None,
+                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]),
                               end_request=not sync)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput) -> Result:
@@ -219,7 +220,8 @@ class Engine:
             self.sessions.close(session)
             raise ServiceUnavailable("the database connection was lost", retry_after=1)
         session.last_time = wall_now()  # SessionLastTime: the creator releases the session now
-        await self._mirror(session)  # before anyone else may use the backend
+        if result.outcome is not None and result.outcome.error is not None:
+            await self._mirror(session)  # the request's own sync was rolled back
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
         self._leave(session)
@@ -306,9 +308,7 @@ class Engine:
         if backend.broken or self._stopping:
             await backend.close()
             return
-        await _quietly(backend.rollback_if_needed())
-        await _quietly(backend.conn.execute("SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"))
-        self.pool.adopt(backend)
+        self.pool.adopt(backend, reset_sql=_FORGET_SESSION)
 
     def _on_admin(self, payload: str) -> None:
         """A message on ``sessdb_admin`` (``sessdb.drop_connection``)."""

@@ -82,13 +82,28 @@ class ConnectionPool:
         self._all.discard(backend)
         self._spawn(self._replace())
 
-    def adopt(self, backend: Backend) -> None:
-        """Take in a connection of an ended session (it is reset first) if the pool lacks one."""
-        if len(self._all) + self._opening >= self.size or self._closed:
+    def adopt(self, backend: Backend, *, reset_sql: bytes = b"") -> None:
+        """Take in the connection of an ended session; it is reset first.
+
+        Up to ``size`` connections beyond the pool's size are kept as spares, so that sessions
+        created and ended at a high rate reuse connections instead of opening new ones; the
+        sweeper trims the spares again (``trim``). ``reset_sql`` runs in the reset's round trip.
+        """
+        if len(self._all) + self._opening >= 2 * self.size or self._closed:
             self._spawn(backend.close())
             return
         self._all.add(backend)
-        self.release(backend)
+        self._spawn(self._reset_and_return(backend, reset_sql))
+
+    async def trim(self) -> int:
+        """Close idle connections beyond the pool's size; returns how many were closed."""
+        closed = 0
+        while len(self._all) > self.size and self._idle:
+            backend = self._idle.pop()
+            self._all.discard(backend)
+            await backend.close()
+            closed += 1
+        return closed
 
     async def close(self) -> None:
         """Close every connection and fail the waiters."""
@@ -114,10 +129,10 @@ class ConnectionPool:
                 return
         self._idle.append(backend)
 
-    async def _reset_and_return(self, backend: Backend) -> None:
+    async def _reset_and_return(self, backend: Backend, reset_sql: bytes = b"") -> None:
         backend.on_notice = None
         await backend.settle_cancel()
-        if not self._closed and await backend.reset():
+        if not self._closed and await backend.reset(reset_sql):
             self._give(backend)
             return
         self._all.discard(backend)
