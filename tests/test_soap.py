@@ -329,3 +329,27 @@ async def test_dish_get_does_not_create_a_session(client) -> None:  # type: igno
     resp = await client.get("/CounterService")
     assert resp.status == 200 and "Set-Cookie" not in resp.headers
     assert len(engine_of(client).sessions) == 0
+
+
+# -- the pure envelope functions -------------------------------------------------------------------
+
+
+def test_parameters_keep_repeats_nil_and_inner_xml() -> None:
+    body = (f'<s:Envelope xmlns:s="{ENV}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><s:Body>'
+            '<o:Op xmlns:o="urn:x"><a>1</a><a>2</a><b i:nil="true"/><c>x<d k="v">y</d></c><e/></o:Op>'
+            "</s:Body></s:Envelope>")
+    request = soap.parse_request(body.encode())
+    assert (request.operation, request.namespace) == ("Op", "urn:x")
+    assert request.params == (("a", "1"), ("a", "2"), ("b", None), ("c", 'x<d k="v">y</d>'), ("e", ""))
+
+
+def test_values_survive_the_round_trip() -> None:
+    request = soap.SoapRequest("Op", None, ())
+    values = [0, -(2**63), Decimal("-0.001"), 1.5, float("-inf"), False, b"\x00\xff", "\r\n<&>\"", None,
+              datetime(2024, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc)]
+    for value in values:
+        assert soap.parse_reply(soap.result_envelope(request, None, ["v"], [(value,)])) == value
+    nan = soap.parse_reply(soap.result_envelope(request, None, ["v"], [(Decimal("NaN"),)]))
+    assert nan != nan
+    control = soap.parse_reply(soap.result_envelope(request, None, ["v"], [("a\x01b",)]))
+    assert control == "a\ufffdb", "characters XML cannot carry are replaced, the envelope stays well-formed"
