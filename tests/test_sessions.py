@@ -161,14 +161,14 @@ async def test_pending_rename_queues_requests_for_the_new_id(client) -> None:  #
 
 
 async def test_creator_changes_act_at_once(client) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,set2,sleep", "S14-x", "S14-z", secs="0.4"))
+    a = asyncio.ensure_future(call(client, "set,table,set2,sleep", "S14-x", "S14-z", secs="3"))
     await _until_registered(client, "S14-z")
-    started = time.monotonic()
     c_old = await call(client, "state", sid="S14-x")
-    assert c_old["sid"] == "" and time.monotonic() - started < 0.3, "X is gone at once and did not wait"
+    assert c_old["sid"] == "" and not a.done(), "X is gone at once: C ran sessionless while A still ran"
     c_new = await call(client, "state", sid="S14-z")
-    await a
+    assert a.done(), "a request for Z waited for A"
     assert c_new["sid"] == "S14-z"
+    await a
 
 
 async def test_pending_replaced_then_only_the_last_exists(client) -> None:  # type: ignore[no-untyped-def]
@@ -291,11 +291,9 @@ async def test_drop_busy_session_cancels_it_and_its_waiters(client, svcconn) -> 
     session = await _until_busy(client, "S25-x")
     waiter = asyncio.ensure_future(client.get("/sess", params={"op": "inc", "sessionid": "S25-x"}))
     await _until(lambda: len(session.queue) == 1)
-    started = time.monotonic()
     svcconn.execute("SELECT sessdb.drop_connection(%s)", [first["pid"]])
-    assert (await running).status == 503
+    assert (await running).status == 503, "the 30 s statement was cancelled"
     assert (await waiter).status == 503
-    assert time.monotonic() - started < 5
     assert (await call(client, "state", sid="S25-x"))["sid"] == ""
 
 

@@ -130,7 +130,9 @@ async def test_s28_expired_rows_invisible_then_swept_in_batches(state_server, sv
             assert (await c.release(k, r.header("LockCookie"))).status == 200  # type: ignore[arg-type]
         deleted = await sweep
     assert deleted >= 48_999
-    assert max(latencies) < 0.05, sorted(latencies)[-5:]
+    # not blocked behind the sweep (a blocked acquire would wait for the whole ~1 s sweep); speed
+    # itself is measured by scripts/bench, not asserted here
+    assert max(latencies) < 0.5, sorted(latencies)[-5:]
     left = svcconn.execute("SELECT count(*) FROM sessdb.state_items WHERE key LIKE %s", [prefix + "%"]).fetchone()
     assert left == (1,)  # only the re-created item
     assert all(row(svcconn, k) is not None for k in live)
@@ -204,5 +206,6 @@ async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psy
         busy = svcconn.execute(count).fetchone()[0] - baseline  # type: ignore[index]
     latencies.sort()
     assert len(latencies) >= 50 * 18
-    assert latencies[int(len(latencies) * 0.99)] < 0.05, latencies[-10:]
+    # a server that waited on the lock would hold each poll for the lock's life (seconds)
+    assert latencies[int(len(latencies) * 0.99)] < 1.0, latencies[-10:]
     assert busy <= 10  # the default POOL_SIZE: pollers never pile up connections
