@@ -316,9 +316,12 @@ class Engine:
             message = json.loads(payload)
         except ValueError:
             return
-        if message.get("op") != "drop" or not isinstance(message.get("conn_id"), int):
-            return
-        session = self.sessions.by_pid(message["conn_id"])
+        if message.get("op") == "drop" and isinstance(message.get("conn_id"), int):
+            self.drop_session(message["conn_id"])
+
+    def drop_session(self, conn_id: int) -> None:
+        """The admin drop of contract 5.6 for the session on backend ``conn_id``, if any."""
+        session = self.sessions.by_pid(conn_id)
         if session is None:
             return
         log.info("dropping session %s (connection %s) at an admin's request", session.id, session.backend.pid)
