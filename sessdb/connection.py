@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg.adapt import Dumper
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
 log = logging.getLogger("sessdb.connection")
@@ -87,7 +87,7 @@ class Backend:
     @property
     def broken(self) -> bool:
         """True when the connection cannot be used again."""
-        return self.conn.closed or self.conn.broken
+        return self.conn.closed or self.conn.broken or self.conn.pgconn.status == ConnStatus.BAD
 
     @property
     def status(self) -> TransactionStatus:

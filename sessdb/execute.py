@@ -17,7 +17,8 @@ from typing import Any
 
 import psycopg
 
-from sessdb.connection import TEXT_NULL, Backend
+from sessdb.connection import Backend
+from sessdb.wire import ExecStatus, Step, error_of, load_rows, run_pipeline
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
@@ -77,40 +78,64 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
-    cursor = psycopg.AsyncRawCursor(conn)
-    tail = psycopg.AsyncRawCursor(conn)
+    steps = [_BEGIN, Step(settings_sql.encode(), settings_values), Step(call.sql.encode(), call.params)]
+    if before_commit is None:
+        steps.append(_READ_PGRST_STEP)
+    else:
+        if call.role is not None:
+            steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
+        steps.append(Step(f"{_READ_PGRST}, {before_commit[0]}".encode(), before_commit[1]))
+    steps.append(_COMMIT)
+    if end_request:
+        steps.append(_END_REQUEST)
     backend.running = True
     try:
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            await tail.execute(settings_sql, settings_values)
-            await cursor.execute(call.sql, [TEXT_NULL if p is None else p for p in call.params])
-            if before_commit is None:
-                await tail.execute(_READ_PGRST)
-            else:
-                if call.role is not None:
-                    await conn.execute("RESET ROLE")  # the engine's own bookkeeping runs as the engine
-                await tail.execute(f"{_READ_PGRST}, {before_commit[0]}", before_commit[1])
-            await conn.execute("COMMIT")
-            if end_request:
-                ended = await conn.execute("SELECT sessdb._end_request()")
-        outcome.committed = True
-        if end_request:
-            row = await ended.fetchone()
-            outcome.clean = bool(row and row[0])
-        if cursor.description is not None:
-            outcome.columns = [c.name for c in cursor.description]
-            outcome.rows = await cursor.fetchall()
-        row = await tail.fetchone()
-        if row is not None:
-            outcome.pgrst_headers, outcome.pgrst_status = row[0], row[1]
+        results = await run_pipeline(conn, steps)
+        _settle(conn, outcome, results, end_request)
     except psycopg.Error as exc:
         outcome.error = exc
-        await backend.rollback_if_needed()
     finally:
         backend.running = False
         backend.on_notice = None
+    if outcome.error is not None:
+        await backend.rollback_if_needed()
     return outcome
+
+
+def _settle(conn: psycopg.AsyncConnection[Any], outcome: Outcome, results: list[Any], end_request: bool) -> None:
+    """Fill ``outcome`` from the pipeline's results (see ``run_call`` for their order)."""
+    errors = [e for e in (error_of(conn, r) for r in results) if e is not None]
+    if errors:
+        real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]
+        outcome.error = (real or errors)[0]
+        return
+    outcome.committed = True
+    statement = results[2]
+    if statement is not None and statement.status == ExecStatus.TUPLES_OK:
+        outcome.columns, outcome.rows = load_rows(conn, statement)
+    tail = results[_tail_index(results, end_request)]
+    if tail is not None and tail.ntuples:
+        outcome.pgrst_headers = _text(tail.get_value(0, 0))
+        outcome.pgrst_status = _text(tail.get_value(0, 1))
+    if end_request:
+        ended = results[-1]
+        outcome.clean = ended is not None and ended.get_value(0, 0) == b"t"
+
+
+def _tail_index(results: list[Any], end_request: bool) -> int:
+    """The pgrst/sync step: just before COMMIT (and the end-request step)."""
+    return len(results) - (3 if end_request else 2)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8")
+
+
+_BEGIN = Step(b"BEGIN")
+_COMMIT = Step(b"COMMIT")
+_RESET_ROLE = Step(b"RESET ROLE")
+_END_REQUEST = Step(b"SELECT sessdb._end_request()")
+_READ_PGRST_STEP = Step(_READ_PGRST.encode())
 
 
 def _notice_router(on_event: EventHandler):  # type: ignore[no-untyped-def]
