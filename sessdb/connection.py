@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 
 import psycopg
-from psycopg.adapt import Dumper
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
@@ -27,18 +26,6 @@ SEARCH_PATH = '"$user", public, sessdb'
 NoticeHandler = Callable[["Backend", psycopg.errors.Diagnostic], None]
 
 
-class TextNull:
-    """A NULL that goes to PostgreSQL typed as text (a missing HTTP variable)."""
-
-
-class _TextNullDumper(Dumper):
-    oid = psycopg.adapters.types["text"].oid
-
-    def dump(self, obj: object) -> None:  # type: ignore[override]
-        return None
-
-
-TEXT_NULL = TextNull()
 
 # Everything DISCARD ALL forgets that a user can see, in one round trip, but without DISCARD
 # PLANS: cached plans are no state, and keeping them spares every request a re-plan of the
@@ -61,7 +48,6 @@ class Backend:
         conn.add_notice_handler(self._notice)
         # HTTP variables bind as text (contract 3), not as psycopg's default 'unknown'
         conn.adapters.register_dumper(str, StrDumper)
-        conn.adapters.register_dumper(TextNull, _TextNullDumper)
 
     @classmethod
     async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10) -> Backend:

@@ -58,8 +58,9 @@ class ConnectionPool:
         future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
             raise ServiceUnavailable("no database connection became free in time", retry_after=1) from None
         except BaseException:
             # Critical section: the waiter may have been handed a connection just now.

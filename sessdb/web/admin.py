@@ -8,10 +8,12 @@ engine's live sessions and their queues and drops one with a POST (the same admi
 
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import ipaddress
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -19,6 +21,7 @@ from sessdb import errors
 from sessdb.web.app_keys import ENGINE, SETTINGS
 
 PREFIX = "/_sessdb"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -44,12 +47,15 @@ def check_admin_access(request: web.Request) -> None:
         raise errors.Unauthorized("the admin surface needs the admin bearer token", realm="sessdb-admin")
 
 
-@web.middleware
-async def admin_guard(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Close every /_sessdb path to strangers before its handler runs."""
-    if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
+def guarded(handler: Handler) -> Handler:
+    """An admin handler that refuses strangers before it runs (only admin routes pay for it)."""
+
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
         check_admin_access(request)
-    return await handler(request)
+        return await handler(request)
+
+    return guard
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -122,8 +128,10 @@ async def drop_session(request: web.Request) -> web.Response:
     return web.json_response({"dropped": conn_id})
 
 
-def add_admin_routes(app: web.Application) -> None:
-    """Register the admin routes under /_sessdb."""
-    app.router.add_get(f"{PREFIX}/", sessions_page)
-    app.router.add_get(f"{PREFIX}/metrics", metrics)
-    app.router.add_post(f"{PREFIX}/sessions/{{conn_id}}/drop", drop_session)
+def add_admin_routes(app: web.Application, live: Handler, ready: Handler) -> None:
+    """Register the admin routes under /_sessdb, each behind the guard."""
+    app.router.add_get(f"{PREFIX}/live", guarded(live))
+    app.router.add_get(f"{PREFIX}/ready", guarded(ready))
+    app.router.add_get(f"{PREFIX}/", guarded(sessions_page))
+    app.router.add_get(f"{PREFIX}/metrics", guarded(metrics))
+    app.router.add_post(f"{PREFIX}/sessions/{{conn_id}}/drop", guarded(drop_session))

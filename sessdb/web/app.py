@@ -9,7 +9,7 @@ from aiohttp import web
 from sessdb.config import Settings
 from sessdb.engine import Engine
 from sessdb.web.app_keys import DSN, ENGINE, SETTINGS
-from sessdb.web.admin import add_admin_routes, admin_guard
+from sessdb.web.admin import add_admin_routes
 from sessdb.web.errors import error_middleware
 from sessdb.web.handlers import call_service
 
@@ -40,12 +40,10 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(settings: Settings, dsn: str) -> web.Application:
     """The whole web application for ``settings`` on the database at ``dsn``."""
-    app = web.Application(middlewares=[error_middleware, admin_guard], client_max_size=settings.max_request_size)
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_request_size)
     app[SETTINGS] = settings
     app[DSN] = dsn
     app.cleanup_ctx.append(_engine_ctx)
-    app.router.add_get("/_sessdb/live", live)
-    app.router.add_get("/_sessdb/ready", ready)
-    add_admin_routes(app)
+    add_admin_routes(app, live, ready)
     app.router.add_route("*", "/{tail:.*}", call_service)
     return app
