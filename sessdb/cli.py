@@ -75,7 +75,9 @@ def database(settings: config.Settings, *, owner_pid: int | None = None) -> Iter
         yield url
     finally:
         if started or (owner_pid is not None and cluster.owned_by(owner_pid)):
+            logging.getLogger("sessdb.db").info("stopping the embedded PostgreSQL")
             cluster.stop()
+            logging.getLogger("sessdb.db").info("embedded PostgreSQL stopped")
 
 
 def _configure_logging(level: str) -> None:

@@ -88,8 +88,24 @@ class Engine:
             self.state_server = StateServer(self.settings, self.dsn)
             await self.state_server.start()
 
+    async def drain(self, grace: float) -> None:
+        """Graceful stop, first part: refuse new calls, give running ones ``grace`` seconds, then
+        cancel their statements (their requests answer 503) and wait for them to end."""
+        self._stopping = True
+        running = list(self._tasks)
+        if running:
+            log.info("waiting up to %.0fs for %d running calls", grace, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace)
+            if pending:
+                log.info("cancelling %d calls still running", len(pending))
+                for backend in {*self.pool.backends, *(s.backend for s in self.sessions)}:
+                    if backend.running:
+                        backend.cancel_soon()
+                await asyncio.wait(pending, timeout=5)
+
     async def stop(self) -> None:
         """Stop the parts, close every session and connection."""
+        log.info("stopping the engine: %d sessions, %d calls running", len(self.sessions), len(self._tasks))
         self._stopping = True
         if self.state_server is not None:
             await self.state_server.stop()
@@ -103,6 +119,7 @@ class Engine:
         for session in self.sessions:
             await session.backend.close()
         await self.pool.close()
+        log.info("engine stopped")
 
     async def ready(self) -> bool:
         """True when the database answers a query within 5 seconds."""
@@ -198,6 +215,7 @@ class Engine:
         result = Result(None)
         try:
             result.outcome = await self._execute(backend, call, run, result.plan, sync=False)
+            self._check_stopping(result.outcome)
         finally:
             created = run.created
             if created is None or backend.broken:
@@ -233,6 +251,7 @@ class Engine:
         result = Result(None)
         try:
             result.outcome = await self._execute(session.backend, call, run, result.plan, sync=True)
+            self._check_stopping(result.outcome)
         except BaseException:
             self._end_session_run(session, run, committed=False)
             raise
@@ -264,6 +283,10 @@ class Engine:
             self.sessions.close(session)
         else:
             self.sessions.leave(session)
+
+    def _check_stopping(self, outcome: Outcome) -> None:
+        if self._stopping and outcome.error is not None and outcome.error.sqlstate == "57014":
+            raise ServiceUnavailable("the engine is shutting down; the statement was cancelled", retry_after=1)
 
     def _check_lost(self, backend: Backend) -> None:
         if backend.broken:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from sessdb.config import Settings
 from sessdb.errors import SessdbError
-from sessdb.web.app import make_app
+from sessdb.web.app import ENGINE, make_app
 from sessdb.web.protocol import SessdbRunner
 
 log = logging.getLogger("sessdb.web")
@@ -30,8 +30,8 @@ async def serve(settings: Settings, dsn: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = SessdbRunner(make_app(settings, dsn), handle_signals=False, shutdown_timeout=GRACE_SECONDS,
-                          access_log=None)
+    app = make_app(settings, dsn)
+    runner = SessdbRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
@@ -44,6 +44,8 @@ async def serve(settings: Settings, dsn: str) -> None:
         port = site._server.sockets[0].getsockname()[1] if site._server else settings.port  # type: ignore[union-attr]
         print(f"sessdb listening on http://{settings.host}:{port}/", file=sys.stderr, flush=True)
         await stop.wait()
-        log.info("stopping: finishing in-flight requests")
+        log.info("stopping: no new connections; finishing in-flight requests")
+        await site.stop()
+        await app[ENGINE].drain(GRACE_SECONDS)
     finally:
         await runner.cleanup()

@@ -169,3 +169,41 @@ def test_root_leaves_parent_modes_unchanged() -> None:
         shutil.rmtree(base, ignore_errors=True)
         if cluster:
             shutil.rmtree(Path(cluster[0]).parent, ignore_errors=True)
+
+
+def test_sigterm_with_a_request_in_flight(server_factory) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+    import urllib.request
+
+    data_dir = make_data_dir()
+    server = server_factory(data_dir=data_dir)
+    server.wait_ready()
+    created = run_cli("sql", "--data-dir", str(data_dir), "CREATE SERVICE slow TYPE 'RAW' AS SELECT pg_sleep(60)::text")
+    assert created.returncode == 0, created.stderr
+    answer: list[int] = []
+
+    def slow_request() -> None:
+        try:
+            urllib.request.urlopen(server.url + "/slow", timeout=30)
+            answer.append(200)
+        except urllib.error.HTTPError as exc:
+            answer.append(exc.code)
+        except OSError:
+            answer.append(0)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    url = run_cli("db", "url", "--data-dir", str(data_dir)).stdout.strip()
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+                               "AND state = 'active' AND pid <> pg_backend_pid()").fetchone()[0]:
+            assert time.monotonic() < deadline, "the slow statement never started"
+            time.sleep(0.05)
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - started < 10
+    thread.join(10)
+    assert answer == [503], "the in-flight request was answered, not dropped"
+    assert cluster_pid(data_dir) is None
