@@ -33,6 +33,7 @@ class ConnectionPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = 0
         self._closed = False
+        self._failing: str | None = None  # why the last attempt to open a connection failed
 
     async def open(self) -> None:
         """Open all connections; raises ``DatabaseError`` when PostgreSQL cannot be reached."""
@@ -55,6 +56,10 @@ class ConnectionPool:
             raise ServiceUnavailable("the engine is shutting down")
         if self._idle and not self._waiters:
             return self._idle.popleft()
+        if self._failing is not None and not self._idle:
+            # PostgreSQL is unreachable: answer at once rather than keep the client waiting
+            self._spawn(self._replace())
+            raise ServiceUnavailable(f"the database is unavailable: {self._failing}", retry_after=1)
         future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         try:
@@ -143,6 +148,8 @@ class ConnectionPool:
     async def _replace(self) -> None:
         if self._closed or len(self._all) + self._opening >= self.size:
             return
+        if self._failing is not None and self._opening > 0:
+            return  # one opener at a time retries while PostgreSQL is unreachable
         self._opening += 1
         try:
             backend = await self._open_with_retry()
@@ -155,16 +162,21 @@ class ConnectionPool:
             return
         self._all.add(backend)
         self._give(backend)
+        if len(self._all) + self._opening < self.size:
+            self._spawn(self._replace())  # replacements skipped during an outage are made now
 
     async def _open_with_retry(self) -> Backend | None:
         delay = 0.1
         while not self._closed:
             try:
-                return await Backend.open(self.dsn)
+                backend = await Backend.open(self.dsn)
+                self._failing = None
+                return backend
             except psycopg.Error as exc:
+                self._failing = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 log.warning("cannot open a pool connection (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)
         return None
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
