@@ -8,7 +8,6 @@ hash of the password, so a busy client does not open a connection per request.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib

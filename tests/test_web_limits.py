@@ -19,7 +19,6 @@ from tests.web_helpers import (  # noqa: F401  (fixtures)
     services,
     status_of,
     table,
-    timeout_client,
     unique,
 )
 
@@ -219,9 +218,9 @@ async def test_unknown_method_raw_is_501(client) -> None:
 
 
 @pytest.mark.timing
-async def test_silent_client_gets_408(timeout_client, caplog: pytest.LogCaptureFixture) -> None:
+async def test_silent_client_gets_408(make_client, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="sessdb.web")
-    client = await timeout_client(0.5)
+    client = await make_client(read_timeout=0.5)
     started = time.monotonic()
     response = await raw_http(client, b"", timeout=5)
     assert status_of(response) == 408
@@ -230,15 +229,15 @@ async def test_silent_client_gets_408(timeout_client, caplog: pytest.LogCaptureF
 
 
 @pytest.mark.timing
-async def test_half_sent_request_gets_408(timeout_client) -> None:
-    client = await timeout_client(0.5)
+async def test_half_sent_request_gets_408(make_client) -> None:
+    client = await make_client(read_timeout=0.5)
     response = await raw_http(client, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=5)
     assert status_of(response) == 408
 
 
 @pytest.mark.timing
-async def test_slow_but_steady_client_is_not_timed_out(timeout_client, services: ServiceMaker) -> None:
-    client = await timeout_client(0.5)
+async def test_slow_but_steady_client_is_not_timed_out(make_client, services: ServiceMaker) -> None:
+    client = await make_client(read_timeout=0.5)
     name = await services.create(client, "RAW", "SELECT 'patient'")
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     try:
@@ -256,8 +255,8 @@ async def test_slow_but_steady_client_is_not_timed_out(timeout_client, services:
 
 
 @pytest.mark.timing
-async def test_long_running_statement_is_not_a_408(timeout_client, services: ServiceMaker) -> None:
-    client = await timeout_client(0.3)
+async def test_long_running_statement_is_not_a_408(make_client, services: ServiceMaker) -> None:
+    client = await make_client(read_timeout=0.3)
     name = await services.create(client, "RAW", "SELECT 'done' FROM pg_sleep(0.8)")
     resp = await client.get(f"/{name}")
     assert (resp.status, await resp.text()) == (200, "done")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -21,9 +21,7 @@ from psycopg.rows import dict_row
 
 from sessdb.routing import Service
 from sessdb.services import service_from_row
-from sessdb.web.app import make_app
-from sessdb.web.protocol import SessdbRunner
-from tests.fix_app import SessdbTestServer, engine_of, test_settings
+from tests.fix_app import engine_of
 
 PICKUP_SECONDS = 1.0  # contract 3: a running engine sees catalog changes within one second
 
@@ -144,35 +142,3 @@ async def raw_http(client: TestClient, data: bytes, *, timeout: float = 5.0) -> 
 def status_of(response: bytes) -> int:
     """The status code of a raw HTTP/1.x response."""
     return int(response.split(b" ", 2)[1])
-
-
-class ReadTimeoutTestServer(SessdbTestServer):
-    """``SessdbTestServer`` that hands ``read_timeout`` to the runner.
-
-    ``fix_app.make_client(read_timeout=...)`` passes it to ``TestServer.__init__``, which drops
-    unknown keyword arguments, so the runner never sees it; this server keeps it.
-    """
-
-    def __init__(self, app, *, read_timeout: float, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(app, **kwargs)
-        self.read_timeout = read_timeout
-
-    async def _make_runner(self, **kwargs: Any) -> SessdbRunner:
-        return SessdbRunner(self.app, read_timeout=self.read_timeout, **kwargs)
-
-
-@pytest.fixture
-async def timeout_client(dsn: str) -> AsyncIterator[Callable[..., Any]]:
-    """``client = await timeout_client(0.5, **settings_changes)``: a client whose server times out reads."""
-    clients: list[TestClient] = []
-
-    async def factory(read_timeout: float, **changes: Any) -> TestClient:
-        app = make_app(test_settings(dsn, **changes), dsn)
-        client = TestClient(ReadTimeoutTestServer(app, host="127.0.0.1", read_timeout=read_timeout))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in reversed(clients):
-        await client.close()
