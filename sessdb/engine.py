@@ -297,18 +297,20 @@ class Engine:
     async def _create_session(self, peer: str | None) -> Session:
         """A new idle session for a ``session => 'required'`` service (contract 5.8)."""
         backend = await self.pool.acquire()
-        session_id = secrets.token_urlsafe(32)
         try:
             cur = await backend.conn.execute(
-                "SELECT sessdb._create_session(%s, %s)", [session_id, f"{self.slot_class}:{self.settings.max_sessions}"]
+                "SELECT id, sessdb._create_session(id, %s) FROM sessdb.new_session_id() AS id",
+                [f"{self.slot_class}:{self.settings.max_sessions}"],
             )
             row = await cur.fetchone()
+            assert row is not None
+            session_id = row[0]
         except psycopg.Error as exc:
             self.pool.release(backend)
             raise ServiceUnavailable(f"cannot create a session: {exc.diag.message_primary or exc}", retry_after=1) from None
         session = Session(id=session_id, backend=backend, created_at=wall_now(),
                           timeout_minutes=self.settings.session_timeout, creator_addr=peer,
-                          slot=row[0] if row else None, busy=False, last_release=time.monotonic())
+                          slot=row[1], busy=False, last_release=time.monotonic())
         self.pool.detach(backend)
         self.sessions.register(session)
         await self._mirror(session)
