@@ -32,10 +32,28 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
 
 
 def list_sessions(dsn: str) -> list[dict[str, Any]]:
-    """Every live HTTP session of the database, newest first."""
+    """Every live HTTP session of the database, newest first, from the sessdb.http_sessions mirror."""
     with _connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_SESSIONS)
         return cur.fetchall()
+
+
+def engine_sessions(host: str, port: int, token: str | None, timeout: float = 2.0) -> list[dict[str, Any]] | None:
+    """The live sessions with their queues from a running engine's admin surface, or None if none answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    url = f"http://{host}:{port}/_sessdb/sessions" if ":" not in host else f"http://[{host}]:{port}/_sessdb/sessions"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            rows = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, list) else None
 
 
 def drop_connection(dsn: str, conn_id: int) -> None:

@@ -171,10 +171,13 @@ def cmd_sql(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace, settings: config.Settings) -> int:
-    from sessdb.admin import list_sessions
+    from sessdb.admin import engine_sessions, list_sessions
 
-    with database(settings) as dsn:
-        rows = list_sessions(dsn)
+    # the running engine knows the queues; without one answering, the database's mirror lists the sessions
+    rows = engine_sessions(settings.host, settings.port, settings.admin_token)
+    if rows is None:
+        with database(settings) as dsn:
+            rows = list_sessions(dsn)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0

@@ -55,3 +55,26 @@ async def test_metrics_and_page_show_sessions_and_the_page_drops_one(client) -> 
     assert dropped.status == 200
     assert engine_of(client).sessions.lookup("ADM-x") is None
     assert (await client.post("/_sessdb/sessions/1/drop")).status == 404
+
+
+async def test_sessions_command_shows_the_engine_queues(client, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+
+    from tests.fix_server import run_cli
+
+    await client.get("/sess", params={"op": "set", "arg": "ADM-q"})
+    busy = asyncio.ensure_future(client.get("/sess", params={"op": "sleep", "secs": "1", "sessionid": "ADM-q"}))
+    session = None
+    while session is None or not session.busy:
+        await asyncio.sleep(0.01)
+        session = engine_of(client).sessions.lookup("ADM-q")
+    waiting = asyncio.ensure_future(client.get("/sess", params={"sessionid": "ADM-q"}))
+    while len(session.queue) < 1:
+        await asyncio.sleep(0.01)
+    port = str(client.server.port)
+    proc = await asyncio.to_thread(run_cli, "sessions", "--json", "--dsn", dsn, "--port", port)
+    rows = {r["session_id"]: r for r in json.loads(proc.stdout)}
+    assert rows["ADM-q"]["state"] == "busy" and rows["ADM-q"]["waiting"] == 1
+    await busy
+    await waiting

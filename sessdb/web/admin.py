@@ -113,6 +113,24 @@ async def sessions_page(request: web.Request) -> web.Response:
                         headers={"Content-Security-Policy": "default-src 'none'; form-action 'self'"})
 
 
+def session_rows(engine) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The engine's live sessions as rows (the columns of ``sessdb sessions``)."""
+    rows = []
+    for s in sorted(engine.sessions, key=lambda s: s.created_at, reverse=True):
+        rows.append({
+            "conn_id": s.backend.pid, "session_id": s.id, "created": s.created_at.isoformat(),
+            "last_used": s.last_time.isoformat() if s.last_time else None, "timeout": s.timeout_minutes,
+            "state": "dropping" if s.marked else ("busy" if s.busy else "idle"), "waiting": len(s.queue),
+            "client_addr": s.creator_addr,
+        })
+    return rows
+
+
+async def sessions_json(request: web.Request) -> web.Response:
+    """GET /_sessdb/sessions: the live sessions with their queues, as JSON."""
+    return web.json_response(session_rows(request.app[ENGINE]))
+
+
 async def drop_session(request: web.Request) -> web.Response:
     """POST /_sessdb/sessions/{conn_id}/drop: the admin drop of contract 5.6."""
     engine = request.app[ENGINE]
@@ -134,4 +152,5 @@ def add_admin_routes(app: web.Application, live: Handler, ready: Handler) -> Non
     app.router.add_get(f"{PREFIX}/ready", guarded(ready))
     app.router.add_get(f"{PREFIX}/", guarded(sessions_page))
     app.router.add_get(f"{PREFIX}/metrics", guarded(metrics))
+    app.router.add_get(f"{PREFIX}/sessions", guarded(sessions_json))
     app.router.add_post(f"{PREFIX}/sessions/{{conn_id}}/drop", guarded(drop_session))
