@@ -8,6 +8,7 @@ hash of the password, so a busy client does not open a connection per request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -20,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from sessdb.errors import BadRequest, DatabaseError, Forbidden, Unauthorized
 
 CACHE_SECONDS = 60.0
+LOGIN_CONCURRENCY = 4
 _CACHE_LIMIT = 10000
 
 
@@ -47,7 +49,9 @@ class Authenticator:
         self.dsn = dsn
         self._salt = secrets.token_bytes(16)
         self._verified: dict[tuple[str, bytes], float] = {}
-        self._members: dict[tuple[str, str], bool] = {}
+        self._members: dict[tuple[str, str], tuple[bool, float]] = {}
+        # logins in flight at once: failed attempts cannot use up PostgreSQL's connections
+        self._logins = asyncio.Semaphore(LOGIN_CONCURRENCY)
 
     async def role_for(self, header: str | None, allowed_role: str | None) -> str:
         """The verified role of the request; raises ``Unauthorized`` or ``Forbidden``."""
@@ -59,16 +63,20 @@ class Authenticator:
             if len(self._verified) > _CACHE_LIMIT:
                 self._verified.clear()
             self._verified[key] = now + CACHE_SECONDS
-        if allowed_role is not None and not self._members.get((user, allowed_role), False):
-            await self._login(user, password, allowed_role)
-            if not self._members[(user, allowed_role)]:
+        if allowed_role is not None:
+            member, until = self._members.get((user, allowed_role), (False, 0.0))
+            if until < now:
+                await self._login(user, password, allowed_role)
+                member, _ = self._members[(user, allowed_role)]
+            if not member:
                 raise Forbidden(f"role {user!r} may not call this service")
         return user
 
     async def _login(self, user: str, password: str, allowed_role: str | None) -> None:
         conninfo = make_conninfo(self.dsn, user=user, password=password, application_name="sessdb-auth")
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10)
+            async with self._logins:
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             if _is_auth_failure(exc):
                 raise Unauthorized("wrong user name or password") from None
@@ -77,7 +85,7 @@ class Authenticator:
             if allowed_role is not None:
                 cur = await conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", [allowed_role])
                 row = await cur.fetchone()
-                self._members[(user, allowed_role)] = bool(row and row[0])
+                self._members[(user, allowed_role)] = (bool(row and row[0]), time.monotonic() + CACHE_SECONDS)
         finally:
             await conn.close()
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -24,7 +24,7 @@ from sessdb.auth import Authenticator
 from sessdb.config import Settings
 from sessdb.connection import Backend
 from sessdb.errors import DatabaseError, ServiceUnavailable
-from sessdb.execute import Outcome, run_call
+from sessdb.execute import Outcome, Ticket, run_call
 from sessdb.plan import Call
 from sessdb.pool import ConnectionPool
 from sessdb.routing import Service
@@ -65,7 +65,8 @@ class Engine:
         self.auth = Authenticator(dsn)
         self.sessions = SessionManager(queue_limit=settings.session_queue_limit,
                                        default_timeout=settings.session_timeout,
-                                       bind_ip=settings.session_bind_ip, on_closed=self._dispose)
+                                       bind_ip=settings.session_bind_ip, on_closed=self._dispose,
+                                       max_sessions=settings.max_sessions)
         self.sweeper = Sweeper(self)
         self.state_server = None  # sessdb.stateserver.server.StateServer when STATE_PORT is set
         self._tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
@@ -161,26 +162,29 @@ class Engine:
             assert presented is not None
             grant = await self.sessions.enter(session, presented, inp.peer)
             if grant is Grant.RUN:
-                result = await self._owned(self._run_in_session(session, call, inp), session.backend)
+                result = await self._owned(lambda t: self._run_in_session(session, call, inp, t), session.backend)
                 result.set_cookie = result.set_cookie or new_cookie
                 return result
         backend = await self.pool.acquire()
-        return await self._owned(self._run_pooled(backend, call, inp), backend)
+        return await self._owned(lambda t: self._run_pooled(backend, call, inp, t), backend)
 
-    async def _owned(self, work: Awaitable[Result], backend: Backend) -> Result:
-        task = asyncio.ensure_future(work)
+    async def _owned(self, work: Callable[[Ticket], Awaitable[Result]], backend: Backend) -> Result:
+        """Run ``work`` in a task the engine owns; the task itself is never cancelled.
+
+        When the client leaves, its ticket is marked abandoned: a statement not yet sent is
+        not sent, one on the wire is cancelled in PostgreSQL, and the task settles the session
+        and the connection to the end either way.
+        """
+        ticket = Ticket()
+        task = asyncio.ensure_future(work(ticket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The client left. A statement on the wire is cancelled in PostgreSQL and the task
-            # settles the session and connection itself; one not yet sent is simply not sent.
-            if not task.done():
-                if backend.running:
-                    backend.cancel_soon()
-                else:
-                    task.cancel()
+            ticket.abandoned = True
+            if not task.done() and backend.running:
+                backend.cancel_soon()
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
@@ -197,7 +201,7 @@ class Engine:
         ]
 
     async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
-                       *, sync: bool) -> Outcome:
+                       ticket: Ticket, *, sync: bool) -> Outcome:
         def on_event(event: dict) -> None:  # type: ignore[type-arg]
             kind = event.get("kind")
             if kind == "header" and isinstance(event.get("name"), str):
@@ -205,16 +209,16 @@ class Engine:
             elif kind == "session":
                 self.sessions.apply_event(run, backend, event)
 
-        return await run_call(backend, call, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
+        return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
                               before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]),
                               end_request=not sync)
 
-    async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput) -> Result:
+    async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(backend, call, run, result.plan, sync=False)
+            result.outcome = await self._execute(backend, call, run, result.plan, ticket, sync=False)
             self._check_stopping(result.outcome)
         finally:
             created = run.created
@@ -238,7 +242,8 @@ class Engine:
             self.sessions.close(session)
             raise ServiceUnavailable("the database connection was lost", retry_after=1)
         session.last_time = wall_now()  # SessionLastTime: the creator releases the session now
-        if result.outcome is not None and result.outcome.error is not None:
+        if result.outcome is None or not result.outcome.committed:
+            await backend.settle_cancel()
             await self._mirror(session)  # the request's own sync was rolled back
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
@@ -246,19 +251,22 @@ class Engine:
         if session.marked is not None:
             raise ServiceUnavailable(f"session {session.id!r} was dropped", retry_after=1)
 
-    async def _run_in_session(self, session: Session, call: Call, inp: HttpInput) -> Result:
+    async def _run_in_session(self, session: Session, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=session, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(session.backend, call, run, result.plan, sync=True)
+            result.outcome = await self._execute(session.backend, call, run, result.plan, ticket, sync=True)
             self._check_stopping(result.outcome)
         except BaseException:
             self._end_session_run(session, run, committed=False)
             raise
-        committed = result.outcome.error is None
-        if not committed and isinstance(run.pending, str) and not session.backend.broken:
-            await _quietly(session.backend.conn.execute("SELECT sessdb._release_id(%s)", [run.pending]))
-        now_in = self._end_session_run(session, run, committed)
+        committed = result.outcome.committed
+        try:
+            if not committed and isinstance(run.pending, str) and not session.backend.broken:
+                await session.backend.settle_cancel()
+                await _quietly(session.backend.conn.execute("SELECT sessdb._release_id(%s)", [run.pending]))
+        finally:
+            now_in = self._end_session_run(session, run, committed)
         if session.marked is not None:
             raise ServiceUnavailable(f"session {session.id!r} was dropped", retry_after=1)
         if self.settings.session_cookie == "auto":
@@ -308,6 +316,9 @@ class Engine:
         except psycopg.Error as exc:
             self.pool.release(backend)
             raise ServiceUnavailable(f"cannot create a session: {exc.diag.message_primary or exc}", retry_after=1) from None
+        except BaseException:
+            self.pool.release(backend)  # the client left: the reset frees any id and slot taken
+            raise
         session = Session(id=session_id, backend=backend, created_at=wall_now(),
                           timeout_minutes=self.settings.session_timeout, creator_addr=peer,
                           slot=row[1], busy=False, last_release=time.monotonic())

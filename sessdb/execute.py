@@ -18,13 +18,20 @@ from typing import Any
 import psycopg
 
 from sessdb.connection import Backend
-from sessdb.wire import ExecStatus, Step, error_of, load_rows, run_pipeline
+from sessdb.wire import ExecStatus, Step, error_of, load_rows, load_rows_as_text, run_pipeline
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
 
 EVENT_MESSAGE = "sessdb-event"
 EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Ticket:
+    """A request's claim on its call: ``abandoned`` once its client has gone away."""
+
+    abandoned: bool = False
 
 
 @dataclass
@@ -60,7 +67,7 @@ def _settings(call: Call, statement_timeout_ms: int | None,
 _READ_PGRST = "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
 
 
-async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | None = None,
+async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *, on_event: EventHandler | None = None,
                    statement_timeout_ms: int | None = None, extra_settings: list[tuple[str, str]] | None = None,
                    before_commit: tuple[str, list[Any]] | None = None, end_request: bool = False) -> Outcome:
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
@@ -75,6 +82,9 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     """
     outcome = Outcome()
     await backend.settle_cancel()
+    if ticket is not None and ticket.abandoned:
+        outcome.error = psycopg.errors.QueryCanceled("the client went away before the statement was sent")
+        return outcome
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
@@ -97,7 +107,8 @@ async def run_call(backend: Backend, call: Call, *, on_event: EventHandler | Non
     finally:
         backend.running = False
         backend.on_notice = None
-    if outcome.error is not None:
+    if not outcome.committed:
+        await backend.settle_cancel()  # a late cancel must not hit the rollback
         await backend.rollback_if_needed()
     return outcome
 
@@ -112,7 +123,12 @@ def _settle(conn: psycopg.AsyncConnection[Any], outcome: Outcome, results: list[
     outcome.committed = True
     statement = results[2]
     if statement is not None and statement.status == ExecStatus.TUPLES_OK:
-        outcome.columns, outcome.rows = load_rows(conn, statement)
+        try:
+            outcome.columns, outcome.rows = load_rows(conn, statement)
+        except (psycopg.DataError, ValueError, OverflowError):
+            # committed, but a value Python cannot hold (a date 'infinity', a huge interval):
+            # answer with PostgreSQL's own text for every value rather than a false failure
+            outcome.columns, outcome.rows = load_rows_as_text(conn, statement)
     tail = results[_tail_index(results, end_request)]
     if tail is not None and tail.ntuples:
         outcome.pgrst_headers = _text(tail.get_value(0, 0))

@@ -65,14 +65,15 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(timeout):
                 return await future
-        except TimeoutError:
-            raise ServiceUnavailable("no database connection became free in time", retry_after=1) from None
-        except BaseException:
-            # Critical section: the waiter may have been handed a connection just now.
+        except BaseException as exc:
+            # Critical section: the waiter may have been handed a connection just as it timed
+            # out or its client left; give it on rather than lose it.
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._give(future.result())
             with contextlib.suppress(ValueError):
                 self._waiters.remove(future)
+            if isinstance(exc, TimeoutError):
+                raise ServiceUnavailable("no database connection became free in time", retry_after=1) from None
             raise
 
     def release(self, backend: Backend, *, clean: bool = False) -> None:

@@ -57,8 +57,9 @@ class SessionManager:
     """Every live session of this engine, by id and by backend pid."""
 
     def __init__(self, *, queue_limit: int, default_timeout: float, bind_ip: bool,
-                 on_closed: Callable[[Session], None]) -> None:
+                 on_closed: Callable[[Session], None], max_sessions: int = 200) -> None:
         self.queue_limit = queue_limit
+        self.max_sessions = max_sessions
         self.default_timeout = default_timeout
         self.bind_ip = bind_ip
         self._on_closed = on_closed
@@ -154,8 +155,25 @@ class SessionManager:
             if session is not None and isinstance(minutes, (int, float)) and minutes > 0:
                 session.timeout_minutes = float(minutes)
 
+    def _taken(self, session_id: str, by: Session | None) -> bool:
+        """Whether ``session_id`` belongs to a session other than ``by``.
+
+        The SQL functions refuse such an id (SD939) through its advisory lock, so an event that
+        claims it was forged by the statement: the engine keeps its invariants and ignores it.
+        """
+        other = self._by_id.get(session_id)
+        if other is not None and other is not by and not other.closed:
+            log.warning("ignored a session event for %r, which another session holds", session_id)
+            return True
+        return False
+
     def _creator_set(self, run: RequestSessions, backend: Any, new_id: str | None, slot: Any) -> None:
         current = run.created
+        if new_id is not None and self._taken(new_id, current):
+            return
+        if current is None and new_id is not None and len(self._by_pid) >= self.max_sessions:
+            log.warning("ignored a session event past MAX_SESSIONS")
+            return
         if current is not None:
             self._forget_id(current.id)
             run.replaced_ids.append(current.id)
@@ -180,6 +198,8 @@ class SessionManager:
     def _pending(self, run: RequestSessions, pending_id: str | None, delete: bool) -> None:
         session = run.inherited
         assert session is not None
+        if pending_id is not None and not delete and self._taken(pending_id, session):
+            return
         for alias in session.aliases:
             self._forget_id(alias)
         session.aliases.clear()

@@ -101,6 +101,17 @@ def load_rows(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult) -> tuple
     return columns, tx.load_rows(0, res.ntuples, tuple)
 
 
+def load_rows_as_text(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of a result set with every value as PostgreSQL's text (or None)."""
+    encoding = conn.info.encoding
+    columns = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
+    rows = []
+    for r in range(res.ntuples):
+        values = (res.get_value(r, c) for c in range(res.nfields))
+        rows.append(tuple(None if v is None else bytes(v).decode(encoding, "replace") for v in values))
+    return columns, rows
+
+
 def error_of(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult | None) -> psycopg.Error | None:
     """The error a result carries, or None for a successful one."""
     if res is None:

@@ -291,7 +291,10 @@ BEGIN
     IF conn_id = pg_backend_pid() THEN
         PERFORM sessdb._raise('SD200', 'a connection cannot drop itself');
     END IF;
-    IF EXISTS (SELECT 1 FROM sessdb.http_sessions s WHERE s.conn_id = drop_connection.conn_id) THEN
+    -- an engine connection (a session's, or a creator's whose row is not committed yet) goes to
+    -- the engines, which cancel or mark its session; an engine ignores a pid it has no session on
+    IF EXISTS (SELECT 1 FROM sessdb.http_sessions s WHERE s.conn_id = drop_connection.conn_id)
+       OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = conn_id AND a.application_name = 'sessdb') THEN
         PERFORM pg_notify('sessdb_admin', jsonb_build_object('op', 'drop', 'conn_id', conn_id)::text);
     ELSE
         PERFORM pg_terminate_backend(conn_id);

@@ -27,12 +27,23 @@ async def test_loopback_callers_get_in_without_a_token(client, path: str) -> Non
 
 async def test_token_opens_the_admin_surface_and_nothing_else_does(make_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(admin_token="s3cret")
+    assert (await client.get("/_sessdb/metrics")).status == 401, "with a token set, loopback needs it too"
+    assert (await client.get("/_sessdb/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get("/_sessdb/metrics", headers={"Authorization": "Bearer s3cret"})).status == 200
     from sessdb.web import admin
 
     monkeypatch.setattr(admin, "_is_loopback", lambda address: False)  # as seen from another host
     assert await _from_elsewhere(client, "/_sessdb/metrics") == 401
-    assert await _from_elsewhere(client, "/_sessdb/metrics", token="wrong") == 401
     assert await _from_elsewhere(client, "/_sessdb/metrics", token="s3cret") == 200
+
+
+async def test_dns_rebinding_and_cross_site_posts_are_refused(client) -> None:  # type: ignore[no-untyped-def]
+    assert (await client.get("/_sessdb/sessions", headers={"Host": "attacker.example"})).status == 403
+    assert (await client.get("/_sessdb/sessions", headers={"Host": "localhost:1234"})).status == 200
+    resp = await client.post("/_sessdb/sessions/1/drop", headers={"Origin": "http://attacker.example"})
+    assert resp.status == 403
+    resp = await client.post("/_sessdb/sessions/1/drop", headers={"Sec-Fetch-Site": "cross-site"})
+    assert resp.status == 403
 
 
 async def test_without_a_token_strangers_are_refused(make_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]

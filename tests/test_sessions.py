@@ -541,3 +541,21 @@ def _active_sleep(conn) -> bool:  # type: ignore[no-untyped-def]
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%sess_demo%'"
     ).fetchone()[0] >= 1
+
+
+async def test_forged_session_events_cannot_take_another_sessions_id(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    victim = await call(client, "set,table", "S-victim")
+    svcconn.execute("""
+        CREATE OR REPLACE FUNCTION public.forge(target text) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE NOTICE USING MESSAGE = 'sessdb-event',
+                DETAIL = json_build_object('kind', 'session', 'op', 'set', 'id', target)::text;
+            RETURN 'forged';
+        END $$""")
+    svcconn.execute("SELECT sessdb.create_service(name => 'forge', type => 'RAW', "
+                    "statement => 'SELECT forge(:target)', replace => true)")
+    await _until(lambda: "forge" in engine_of(client).catalog.services)
+    resp = await client.get("/forge", params={"target": "S-victim"})
+    assert await resp.text() == "forged"
+    after = await call(client, "inc", sid="S-victim")
+    assert after["pid"] == victim["pid"] and after["t"] == 1, "the victim keeps its session"

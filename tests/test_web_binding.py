@@ -67,7 +67,7 @@ def test_plan_call_text_depends_on_the_statement_only(fragments, variables, elem
 @given(st.lists(st.tuples(_NAMES, _VALUE), max_size=6))
 def test_query_string_values_reach_the_parameters_unchanged(pairs) -> None:  # type: ignore[no-untyped-def]
     query = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in pairs)
-    variables = parse_urlencoded(query)
+    variables = parse_urlencoded(query.encode())
     statement = "SELECT :a, ':a', $$:b$$, /* :b */ :b::text -- :who"
     service = Service(name="s", type="RAW", statement=statement)
     call = plan_call(Route(service, ()), _input([(v.name, v.value) for v in variables], query), role=None)

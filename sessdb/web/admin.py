@@ -1,7 +1,8 @@
 """The admin surface (contract section 7): /_sessdb/live, /ready, /metrics and the session page.
 
-It answers only on the loopback address, unless ``ADMIN_TOKEN`` is set, in which case a
-request from anywhere else must carry ``Authorization: Bearer <token>``. The page lists the
+It answers only callers on the loopback address that name a loopback host (no DNS
+rebinding, no cross-site POST), unless ``ADMIN_TOKEN`` is set, in which case every request must
+carry ``Authorization: Bearer <token>``. The page lists the
 engine's live sessions and their queues and drops one with a POST (the same admin drop as
 ``sessdb.drop_connection``).
 """
@@ -33,18 +34,40 @@ def _is_loopback(address: str | None) -> bool:
         return False
 
 
+def _names_loopback(host_header: str | None) -> bool:
+    """Whether a Host (or Origin) names this machine's loopback, so that a page served from
+    another name cannot reach the admin surface through DNS rebinding."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host == "localhost" or _is_loopback(host)
+
+
 def check_admin_access(request: web.Request) -> None:
-    """Raise ``Forbidden``/``Unauthorized`` unless the caller may use the admin surface."""
+    """Raise ``Forbidden``/``Unauthorized`` unless the caller may use the admin surface.
+
+    With ``ADMIN_TOKEN`` set, every caller must send it as a bearer token. Without it, only
+    callers on the loopback address that name a loopback host get in, and a POST must not come
+    from a page of another origin (a browser's cross-site request).
+    """
     token = request.app[SETTINGS].admin_token
-    if token is None:
-        if not _is_loopback(request.remote):
-            raise errors.Forbidden("the admin surface answers on the loopback address only")
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise errors.Unauthorized("the admin surface needs the admin bearer token", realm="sessdb-admin")
         return
-    if _is_loopback(request.remote):
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise errors.Unauthorized("the admin surface needs the admin bearer token", realm="sessdb-admin")
+    if not _is_loopback(request.remote) or not _names_loopback(request.headers.get("Host")):
+        raise errors.Forbidden("the admin surface answers on the loopback address only")
+    if request.method not in ("GET", "HEAD"):
+        origin = request.headers.get("Origin")
+        if (origin is not None and not _names_loopback(origin)) or request.headers.get("Sec-Fetch-Site") == "cross-site":
+            raise errors.Forbidden("cross-site requests to the admin surface are refused")
 
 
 def guarded(handler: Handler) -> Handler:

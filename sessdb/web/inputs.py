@@ -12,7 +12,7 @@ import email.policy
 import re
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -73,25 +73,44 @@ def text_of(raw: bytes) -> tuple[str, bytes | None]:
     return text, None
 
 
-def parse_urlencoded(data: str) -> list[Variable]:
-    """Variables of a query string or urlencoded body, keeping repeats and the transport form."""
+def parse_urlencoded(data: bytes) -> list[Variable]:
+    """Variables of a query string or urlencoded body (as bytes), keeping repeats and the transport form."""
     found = []
-    for pair in data.split("&"):
+    for pair in data.split(b"&"):
         if not pair:
             continue
-        name, _, value = pair.partition("=")
-        raw = unquote_to_bytes(value.replace("+", " "))
+        name, _, value = pair.partition(b"=")
+        raw = unquote_to_bytes(value.replace(b"+", b" "))
         text, exact = text_of(raw)
-        found.append(Variable(unquote(name.replace("+", " ")), text, exact, value))
+        found.append(Variable(text_of(unquote_to_bytes(name.replace(b"+", b" ")))[0], text, exact,
+                              value.decode("utf-8", "replace")))
     return found
+
+
+def clean_text(value: str) -> str:
+    """A header value as valid text: bytes that are not UTF-8 become U+FFFD (aiohttp keeps them
+    as surrogate escapes, which JSON and PostgreSQL refuse)."""
+    try:
+        value.encode("utf-8")
+        return value.replace("\x00", "\ufffd")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def parse_multipart(content_type: str, body: bytes) -> list[Variable]:
     """Variables of a ``multipart/form-data`` body, with each part's headers."""
     parser = email.parser.BytesParser(policy=email.policy.HTTP)
-    message = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise BadRequest("malformed multipart/form-data body")
+    try:
+        header = content_type.encode("utf-8", "surrogateescape")
+        message = parser.parsebytes(b"Content-Type: " + header + b"\r\n\r\n" + body)
+        if not message.is_multipart():
+            raise BadRequest("malformed multipart/form-data body")
+        return _parts(message)
+    except (UnicodeError, ValueError, LookupError, TypeError) as exc:
+        raise BadRequest(f"malformed multipart/form-data body: {exc}") from None
+
+
+def _parts(message) -> list[Variable]:  # type: ignore[no-untyped-def]
     found = []
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -99,8 +118,8 @@ def parse_multipart(content_type: str, body: bytes) -> list[Variable]:
             continue
         raw = part.get_payload(decode=True) or b""
         text, exact = text_of(raw)
-        headers = tuple((k, str(v)) for k, v in part.items())
-        found.append(Variable(str(name), text, exact, None, headers))
+        headers = tuple((k, clean_text(str(v))) for k, v in part.items())
+        found.append(Variable(clean_text(str(name)), text, exact, None, headers))
     return found
 
 
@@ -129,17 +148,18 @@ async def read_input(request: web.Request) -> HttpInput:
         url_session_id = match.group(1) or None
         path = path[match.end():] or "/"
     body = await request.read() if request.body_exists else b""
-    query_string = request.rel_url.raw_query_string
-    variables = parse_urlencoded(query_string)
+    query_string = clean_text(request.rel_url.raw_query_string)
+    variables = parse_urlencoded(request.rel_url.raw_query_string.encode("utf-8", "surrogateescape"))
     ctype = request.content_type
     if ctype == "application/x-www-form-urlencoded" and body:
-        variables += parse_urlencoded(body.decode("latin-1"))
+        variables += parse_urlencoded(body)
     elif ctype == "multipart/form-data" and body:
         variables += parse_multipart(request.headers.get("Content-Type", ""), body)
     version = f"HTTP/{request.version.major}.{request.version.minor}"
     return HttpInput(
-        method=request.method, path=path, uri=request.raw_path, version=version, query_string=query_string,
-        variables=tuple(variables), headers=tuple(request.headers.items()), body=body,
-        cookies=_cookies(request.headers.getall("Cookie", [])), peer=request.remote,
+        method=request.method, path=clean_text(path), uri=clean_text(request.raw_path), version=version,
+        query_string=query_string, variables=tuple(variables),
+        headers=tuple((clean_text(k), clean_text(v)) for k, v in request.headers.items()), body=body,
+        cookies=_cookies([clean_text(c) for c in request.headers.getall("Cookie", [])]), peer=request.remote,
         url_session_id=url_session_id,
     )

@@ -18,6 +18,7 @@ from sessdb.soap import SoapFault, SoapRequest, fault_envelope, result_envelope
 from sessdb.web.render import render_error, render_result
 
 STATUS_HEADER = "@HttpStatus"
+_BREAKS = frozenset("\r\n\x00")
 _TIMEOUT_SQLSTATE = "57014"
 
 
@@ -51,7 +52,7 @@ class ResponsePlan:
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict):
                     for name, value in item.items():
-                        if isinstance(name, str) and isinstance(value, str) and "\n" not in value + name:
+                        if isinstance(name, str) and isinstance(value, str) and not _BREAKS.intersection(name + value):
                             self.headers[name.lower()] = (name, value)
         if status and status.strip().isdigit() and 100 <= int(status) <= 999:
             self.status = int(status)
