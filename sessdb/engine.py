@@ -64,7 +64,7 @@ class Engine:
         self.catalog = Catalog(dsn, on_admin=self._on_admin)
         self.auth = Authenticator(dsn)
         self.sessions = SessionManager(queue_limit=settings.session_queue_limit,
-                                       default_timeout=settings.session_timeout,
+                                       default_timeout=self.default_timeout,
                                        bind_ip=settings.session_bind_ip, on_closed=self._dispose,
                                        max_sessions=settings.max_sessions)
         self.sweeper = Sweeper(self)
@@ -138,6 +138,14 @@ class Engine:
         finally:
             self.pool.release(backend)
 
+    def default_timeout(self) -> float:
+        """Minutes for new sessions: the database option http_session_timeout, else SESSION_TIMEOUT."""
+        value = self.catalog.options.get("http_session_timeout")
+        try:
+            return float(value) if value is not None else self.settings.session_timeout
+        except ValueError:
+            return self.settings.session_timeout
+
     @property
     def statement_timeout_ms(self) -> int | None:
         """REQUEST_TIMEOUT in milliseconds, None for no limit."""
@@ -194,7 +202,7 @@ class Engine:
             ("sessdb.session_created", session.created_at.isoformat() if session else ""),
             ("sessdb.session_last", session.last_time.isoformat() if session and session.last_time else ""),
             ("sessdb.session_timeout", _minutes(session.timeout_minutes) if session else ""),
-            ("sessdb.default_timeout", _minutes(self.settings.session_timeout)),
+            ("sessdb.default_timeout", _minutes(self.default_timeout())),
             ("sessdb.session_creator", "1" if run.creator else "0"),
             ("sessdb.pending_id", ""),
             ("sessdb.slots", f"{self.slot_class}:{self.settings.max_sessions}"),
@@ -281,7 +289,7 @@ class Engine:
             self.sessions.drop(session, "killed")
         now_in = self.sessions.finish(run, committed)
         if now_in is None:
-            self._dispose(session)
+            self._recycle(session)
         else:
             self._leave(session)
         return now_in
@@ -320,7 +328,7 @@ class Engine:
             self.pool.release(backend)  # the client left: the reset frees any id and slot taken
             raise
         session = Session(id=session_id, backend=backend, created_at=wall_now(),
-                          timeout_minutes=self.settings.session_timeout, creator_addr=peer,
+                          timeout_minutes=self.default_timeout(), creator_addr=peer,
                           slot=row[1], busy=False, last_release=time.monotonic())
         self.pool.detach(backend)
         self.sessions.register(session)
@@ -335,16 +343,21 @@ class Engine:
         ))
 
     def _dispose(self, session: Session) -> None:
-        """A session ended: its connection forgets it and returns to the pool (or closes)."""
-        task = asyncio.get_running_loop().create_task(self._dispose_backend(session.backend), name="sessdb-dispose")
+        """A session timed out or was dropped: its connection is closed (SQL Anywhere, scenario 19)."""
+        self._spawn(session.backend.close())
+
+    def _recycle(self, session: Session) -> None:
+        """A request deleted its session: the connection forgets it and, reset, joins the pool."""
+        backend = session.backend
+        if backend.broken or self._stopping:
+            self._spawn(backend.close())
+        else:
+            self.pool.adopt(backend, reset_sql=_FORGET_SESSION)
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _dispose_backend(self, backend: Backend) -> None:
-        if backend.broken or self._stopping:
-            await backend.close()
-            return
-        self.pool.adopt(backend, reset_sql=_FORGET_SESSION)
 
     def _on_admin(self, payload: str) -> None:
         """A message on ``sessdb_admin`` (``sessdb.drop_connection``)."""

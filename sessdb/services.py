@@ -47,6 +47,7 @@ class Catalog:
         self.on_admin = on_admin
         self.services: MappingProxyType[str, Service] = MappingProxyType({})
         self.dbname: str | None = None
+        self.options: MappingProxyType[str, str] = MappingProxyType({})  # sessdb.options
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
         self.generation = 0
@@ -78,11 +79,14 @@ class Catalog:
         return conn
 
     async def _reload(self, conn: psycopg.AsyncConnection) -> None:
+        """Read the services and the database options (both change rarely and notify)."""
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(_QUERY)
             rows = await cur.fetchall()
             await cur.execute("SELECT current_database()")
             self.dbname = (await cur.fetchone())["current_database"]  # type: ignore[index]
+            await cur.execute("SELECT name, value FROM sessdb.options")
+            self.options = MappingProxyType({r["name"]: r["value"] for r in await cur.fetchall()})
         self.services = MappingProxyType({row["name"]: service_from_row(row) for row in rows})
         self.generation += 1
         self._loaded.set()

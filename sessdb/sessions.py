@@ -56,11 +56,11 @@ class Waiter:
 class SessionManager:
     """Every live session of this engine, by id and by backend pid."""
 
-    def __init__(self, *, queue_limit: int, default_timeout: float, bind_ip: bool,
+    def __init__(self, *, queue_limit: int, default_timeout: Callable[[], float], bind_ip: bool,
                  on_closed: Callable[[Session], None], max_sessions: int = 200) -> None:
         self.queue_limit = queue_limit
         self.max_sessions = max_sessions
-        self.default_timeout = default_timeout
+        self.default_timeout = default_timeout  # minutes, for sessions created from now on
         self.bind_ip = bind_ip
         self._on_closed = on_closed
         self._by_id: dict[str, Session] = {}
@@ -188,7 +188,7 @@ class SessionManager:
             return
         if new_id is None:
             return
-        session = Session(id=new_id, backend=backend, created_at=wall_now(), timeout_minutes=self.default_timeout,
+        session = Session(id=new_id, backend=backend, created_at=wall_now(), timeout_minutes=self.default_timeout(),
                           creator_addr=run.peer, slot=slot if isinstance(slot, int) else None, busy=True)
         self._by_id[new_id] = session
         self._by_pid[backend.pid] = session

@@ -1,12 +1,13 @@
 """``sessdb sql``: run a script in sessdb's database, statement by statement.
 
-Plain SQL goes to PostgreSQL untouched. SQL Anywhere's ``CREATE/ALTER/DROP SERVICE`` and
-``DROP CONNECTION n`` are parsed (``sessdb.servicesql``) and turned into calls of the
+Plain SQL goes to PostgreSQL untouched. SQL Anywhere's ``CREATE/ALTER/DROP SERVICE``,
+``DROP CONNECTION n`` and ``SET OPTION PUBLIC.http_session_timeout = n`` are parsed (``sessdb.servicesql``) and turned into calls of the
 ``sessdb`` functions, with every value bound as a parameter.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TextIO
 
 import psycopg
@@ -20,6 +21,7 @@ _FUNCTIONS = {
     "alter_service": "alter_service",
     "drop_service": "drop_service",
     "drop_connection": "drop_connection",
+    "set_option": "set_option",
 }
 
 
@@ -56,9 +58,28 @@ def run_script(dsn: str, text: str, *, out: TextIO) -> int:
     return 0
 
 
+_SET_OPTION = re.compile(
+    r"^\s*SET\s+OPTION\s+(?:PUBLIC\s*\.\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def set_option_command(statement: str) -> Command | None:
+    """SQL Anywhere's ``SET OPTION PUBLIC.name = value`` as a ``sessdb.set_option`` call, or None."""
+    match = _SET_OPTION.match(statement)
+    if match is None:
+        return None
+    value: str | None = match.group("value").strip()
+    if value and value[0] == value[-1] and value[0] in "'\"" and len(value) >= 2:
+        value = value[1:-1]
+    if value == "" or (value or "").upper() == "NULL":
+        value = None
+    return Command(kind="set_option", args={"name": match.group("name"), "value": value})  # type: ignore[arg-type]
+
+
 def _run_one(conn: psycopg.Connection, statement: str, number: int, out: TextIO) -> None:
     try:
-        command = parse_command(statement)
+        command = set_option_command(statement) or parse_command(statement)
     except ServiceSyntaxError as exc:
         raise SessdbError(f"statement {number}: {exc}") from None
     try:

@@ -141,16 +141,17 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     headers jsonb;
 BEGIN
-    IF name IS NULL OR name !~ '^(@HttpStatus|[!#$%&''*+.^_`|~0-9A-Za-z-]+)$' THEN
+    IF name IS NULL OR (lower(name) <> '@httpstatus' AND name !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
         PERFORM sessdb._raise('SD100', format('invalid HTTP header name %L', name));
     END IF;
     IF value ~ '[\r\n]' THEN
         PERFORM sessdb._raise('SD100', format('the value of HTTP header %L contains a line break', name));
     END IF;
     IF lower(name) = '@httpstatus' THEN
-        IF value IS NULL OR value !~ '^[1-9][0-9]{2}(:[^\r\n]*)?$' OR left(value, 3)::int < 100 THEN
+        -- 1xx are interim answers, never a response's status: a client would wait for the real one
+        IF value IS NULL OR value !~ '^[2-9][0-9]{2}(:[^\r\n]*)?$' THEN
             PERFORM sessdb._raise('SD100', format('invalid HTTP status %L', value),
-                                  'give three digits, optionally followed by :reason, as in ''404'' or ''418:Teapot''');
+                                  'give three digits from 200 to 999, optionally followed by :reason, as in ''404'' or ''418:Teapot''');
         END IF;
         name := '@HttpStatus';
     END IF;

@@ -119,11 +119,11 @@ CREATE OR REPLACE FUNCTION sessdb.alter_service(
     url text DEFAULT NULL,
     methods text DEFAULT NULL,
     "authorization" boolean DEFAULT NULL,
-    user_name text DEFAULT NULL,
+    user_name text DEFAULT 'sessdb:unchanged',
     session text DEFAULT NULL,
     enabled boolean DEFAULT NULL,
-    group_name text DEFAULT NULL,
-    format text DEFAULT NULL
+    group_name text DEFAULT 'sessdb:unchanged',
+    format text DEFAULT 'sessdb:unchanged'
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     s sessdb.services;
@@ -139,11 +139,18 @@ BEGIN
         s.methods := sessdb._normalize_methods(alter_service.methods);
     END IF;
     s."authorization" := coalesce(alter_service."authorization", s."authorization");
-    s.user_name := coalesce(alter_service.user_name, s.user_name);
+    -- user_name, group_name and format may be set to NULL (USER NULL); left out, they stay
+    IF alter_service.user_name IS DISTINCT FROM 'sessdb:unchanged' THEN
+        s.user_name := alter_service.user_name;
+    END IF;
     s.session := coalesce(lower(alter_service.session), s.session);
     s.enabled := coalesce(alter_service.enabled, s.enabled);
-    s.group_name := coalesce(alter_service.group_name, s.group_name);
-    s.format := coalesce(alter_service.format, s.format);
+    IF alter_service.group_name IS DISTINCT FROM 'sessdb:unchanged' THEN
+        s.group_name := alter_service.group_name;
+    END IF;
+    IF alter_service.format IS DISTINCT FROM 'sessdb:unchanged' THEN
+        s.format := alter_service.format;
+    END IF;
     s.updated_at := now();
     PERFORM sessdb._check_service(s);
     DELETE FROM sessdb.services AS t WHERE t.name = s.name;

@@ -404,3 +404,32 @@ BEGIN
     EXECUTE 'DISCARD SEQUENCES';
     RETURN true;
 END $$;
+
+-- Database options (SQL Anywhere's SET OPTION PUBLIC.name = value). http_session_timeout is the
+-- default timeout, in minutes, of sessions created from now on; sessions that exist keep theirs
+-- (scenario 22). NULL removes the option, so SESSION_TIMEOUT applies again.
+CREATE OR REPLACE FUNCTION sessdb.set_option(name text, value text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    minutes double precision;
+BEGIN
+    IF lower(coalesce(name, '')) <> 'http_session_timeout' THEN
+        PERFORM sessdb._raise('SD201', format('unknown option %L', name), 'sessdb knows http_session_timeout');
+    END IF;
+    IF value IS NULL THEN
+        DELETE FROM sessdb.options o WHERE o.name = 'http_session_timeout';
+    ELSE
+        BEGIN
+            minutes := value::double precision;
+        EXCEPTION WHEN others THEN
+            minutes := NULL;
+        END;
+        IF minutes IS NULL OR minutes <= 0 OR minutes > 525600 OR minutes = 'NaN'::double precision THEN
+            PERFORM sessdb._raise('SD201', format('invalid setting %L for option http_session_timeout', value),
+                                  'give minutes, more than 0 and at most 525600');
+        END IF;
+        INSERT INTO sessdb.options AS o VALUES ('http_session_timeout', minutes::text, now())
+        ON CONFLICT ON CONSTRAINT options_pkey DO UPDATE SET value = excluded.value, updated_at = now();
+    END IF;
+    PERFORM pg_notify('sessdb_admin', jsonb_build_object('op', 'option', 'name', 'http_session_timeout')::text);
+END $$;

@@ -239,7 +239,13 @@ async def test_idle_session_expires_and_its_connection_closes(make_client, svcco
     first = await call(client, "set", "S19-x")
     await _until(lambda: engine_of(client).sessions.lookup("S19-x") is None, timeout=5)
     assert (await call(client, "state", sid="S19-x"))["sid"] == ""
-    await _until(lambda: not _listed(svcconn, first["pid"]), timeout=5)
+    await _until(lambda: not _alive(svcconn, first["pid"]), timeout=5)  # the connection is closed
+    listed = []
+    conn_id = svcconn.execute("SELECT next_connection(NULL)").fetchone()[0]
+    while conn_id is not None:
+        listed.append(conn_id)
+        conn_id = svcconn.execute("SELECT next_connection(%s)", [conn_id]).fetchone()[0]
+    assert first["pid"] not in listed
 
 
 async def test_busy_session_does_not_expire(make_client) -> None:  # type: ignore[no-untyped-def]
@@ -282,7 +288,7 @@ async def test_drop_idle_session(client, svcconn) -> None:  # type: ignore[no-un
     svcconn.execute("SELECT sessdb.drop_connection(%s)", [first["pid"]])
     await _until(lambda: engine_of(client).sessions.lookup("S24-x") is None)
     assert (await call(client, "state", sid="S24-x"))["sid"] == ""
-    await _until(lambda: not _alive(svcconn, first["pid"]) or not _listed(svcconn, first["pid"]), timeout=5)
+    await _until(lambda: not _alive(svcconn, first["pid"]), timeout=5)
 
 
 async def test_drop_busy_session_cancels_it_and_its_waiters(client, svcconn) -> None:  # type: ignore[no-untyped-def]
@@ -294,6 +300,7 @@ async def test_drop_busy_session_cancels_it_and_its_waiters(client, svcconn) -> 
     svcconn.execute("SELECT sessdb.drop_connection(%s)", [first["pid"]])
     assert (await running).status == 503, "the 30 s statement was cancelled"
     assert (await waiter).status == 503
+    await _until(lambda: not _alive(svcconn, first["pid"]), timeout=5)  # and the connection closed
     assert (await call(client, "state", sid="S25-x"))["sid"] == ""
 
 
@@ -446,7 +453,7 @@ async def test_required_session_is_made_before_the_statement(client) -> None:  #
     answer = json.loads(await resp.text())
     cookie = resp.cookies["sessionid"]
     assert answer["sid"] == cookie.value and len(cookie.value) >= 22
-    assert cookie["httponly"] and cookie["path"] == "/"
+    assert cookie["httponly"] and cookie["path"] == "/" and cookie["samesite"] == "Lax"
     again = await call(client, "inc", path="/sess_req", cookies={"sessionid": cookie.value})
     assert again["sid"] == cookie.value and again["t"] == 1
 
@@ -466,7 +473,9 @@ async def test_required_url_redirects_into_the_session(client, method: str, stat
 async def test_session_cookie_auto(make_client) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(session_cookie="auto")
     resp = await client.get("/sess", params={"op": "set", "arg": "S-auto"})
-    assert resp.cookies["sessionid"].value == "S-auto"
+    cookie = resp.cookies["sessionid"]
+    assert cookie.value == "S-auto"
+    assert cookie["path"] == "/" and cookie["httponly"] and cookie["samesite"] == "Lax"
     resp = await client.get("/sess", params={"op": "set", "sessionid": "S-auto"})
     assert resp.cookies["sessionid"].value == "" and resp.cookies["sessionid"]["max-age"] == "0"
 
@@ -559,3 +568,33 @@ async def test_forged_session_events_cannot_take_another_sessions_id(client, svc
     assert await resp.text() == "forged"
     after = await call(client, "inc", sid="S-victim")
     assert after["pid"] == victim["pid"] and after["t"] == 1, "the victim keeps its session"
+
+
+async def test_a_failing_creator_keeps_the_session_it_made(client) -> None:  # type: ignore[no-untyped-def]
+    await call(client, "set,table,fail", "S-failcreator", status=500)
+    kept = await call(client, "state", sid="S-failcreator")
+    assert kept["sid"] == "S-failcreator", "a creator's change acts at once, even when its statement fails"
+    assert kept["t"] is None, "its temp table went with the rolled-back transaction"
+
+
+async def test_default_timeout_option_affects_new_sessions_only(client, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.fix_server import run_cli
+
+    await call(client, "set", "S22-old")
+    engine = engine_of(client)
+    try:
+        proc = await asyncio.to_thread(run_cli, "sql", "--dsn", dsn, "SET OPTION PUBLIC.http_session_timeout = 1")
+        assert proc.returncode == 0, proc.stderr
+        await _until(lambda: engine.default_timeout() == 1.0)
+        await call(client, "set", "S22-new")
+        assert (await call(client, "state", sid="S22-old"))["timeout"] == "30"
+        assert (await call(client, "state", sid="S22-new"))["timeout"] == "1"
+        for bad in ("0", "525601"):
+            proc = await asyncio.to_thread(run_cli, "sql", "--dsn", dsn, f"SET OPTION PUBLIC.http_session_timeout = {bad}")
+            assert proc.returncode == 1 and "SD201" in proc.stderr
+        for good in ("525600", "1"):
+            proc = await asyncio.to_thread(run_cli, "sql", "--dsn", dsn, f"SET OPTION PUBLIC.http_session_timeout = {good}")
+            assert proc.returncode == 0, proc.stderr
+    finally:
+        await asyncio.to_thread(run_cli, "sql", "--dsn", dsn, "SET OPTION PUBLIC.http_session_timeout = NULL")
+    await _until(lambda: engine.default_timeout() == 30.0)

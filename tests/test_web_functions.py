@@ -266,3 +266,38 @@ async def test_postgrest_settings_from_a_function(client, services: ServiceMaker
         assert json.loads(await resp.text()) == [{"r": {"cookies": {"a": "1"}}}]
     finally:
         svcconn.execute(f"DROP FUNCTION public.{fn}()")
+
+
+async def test_server_generated_headers_can_be_removed(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from tests.fix_app import engine_of
+
+    svcconn.execute("SELECT sessdb.create_service(name => 'nohdr', type => 'RAW', replace => true, statement => "
+                    "'SELECT sa_set_http_header(''Server'', NULL)::text || sa_set_http_header(''Date'', NULL)::text')")
+    while "nohdr" not in engine_of(client).catalog.services:
+        await asyncio.sleep(0.01)
+    resp = await client.get("/nohdr")
+    assert resp.status == 200
+    assert "Server" not in resp.headers and "Date" not in resp.headers
+
+
+@pytest.mark.parametrize("value", ["100", "101", "199"])
+async def test_interim_statuses_are_refused(client, svcconn, value: str) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as info:
+        svcconn.execute("SELECT sessdb.sa_set_http_header('@HttpStatus', %s)", [value])
+    assert info.value.sqlstate == "SD100"
+
+
+async def test_httpstatus_in_any_letter_case(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from tests.fix_app import engine_of
+
+    svcconn.execute("SELECT sessdb.create_service(name => 'lcstatus', type => 'RAW', replace => true, statement => "
+                    "'SELECT sa_set_http_header(''@httpstatus'', ''418'')::text')")
+    while "lcstatus" not in engine_of(client).catalog.services:
+        await asyncio.sleep(0.01)
+    assert (await client.get("/lcstatus")).status == 418

@@ -527,3 +527,18 @@ async def test_a_pooled_connection_serves_many_requests(make_client, services: S
 async def test_wait_catalog_helper_times_out(client) -> None:
     with pytest.raises(TimeoutError):
         await wait_catalog(client, lambda services: False, timeout=0.05)
+
+
+def test_alter_service_user_null_clears_it_and_left_out_keeps_it(svcconn, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.fix_server import run_cli
+
+    svcconn.execute("SELECT sessdb.create_service(name => 'alt_user', type => 'RAW', statement => 'SELECT 1', "
+                    "user_name => 'postgres', group_name => 'g', replace => true)")
+    svcconn.execute("SELECT sessdb.alter_service(name => 'alt_user', statement => 'SELECT 2')")
+    row = svcconn.execute("SELECT user_name, group_name FROM sessdb.services WHERE name = 'alt_user'").fetchone()
+    assert row == ("postgres", "g"), "arguments left out stay as they are"
+    proc = run_cli("sql", "--dsn", dsn, "ALTER SERVICE alt_user USER NULL")
+    assert proc.returncode == 0, proc.stderr
+    row = svcconn.execute("SELECT user_name, group_name FROM sessdb.services WHERE name = 'alt_user'").fetchone()
+    assert row == (None, "g")
+    svcconn.execute("SELECT sessdb.drop_service('alt_user')")

@@ -27,6 +27,7 @@ class ResponsePlan:
     """Headers and status an application asked for while its statement ran."""
 
     headers: dict[str, tuple[str, str]] = field(default_factory=dict)  # lower name -> (name, value)
+    removed: set[str] = field(default_factory=set)  # lower names removed (also server-generated ones)
     status: int | None = None
     reason: str | None = None
 
@@ -39,8 +40,10 @@ class ResponsePlan:
             return
         if value is None:
             self.headers.pop(name.lower(), None)
+            self.removed.add(name.lower())
         else:
             self.headers[name.lower()] = (name, value)
+            self.removed.discard(name.lower())
 
     def apply_pgrst(self, headers_json: str | None, status: str | None) -> None:
         """Apply PostgREST's ``response.headers`` (a JSON array of objects) and ``response.status``."""
@@ -56,6 +59,20 @@ class ResponsePlan:
                             self.headers[name.lower()] = (name, value)
         if status and status.strip().isdigit() and 100 <= int(status) <= 999:
             self.status = int(status)
+
+
+SERVER_HEADERS = frozenset({"date", "server"})
+
+
+class ServiceResponse(web.Response):
+    """A response whose server-generated headers (Date, Server) the application may remove."""
+
+    removed: frozenset[str] = frozenset()
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in self.removed:
+            self.headers.popall(name, None)
 
 
 def build_response(kind: str, outcome: Outcome, plan: ResponsePlan, *, timed_out: bool = False) -> web.Response:
@@ -98,7 +115,8 @@ def _error_status(outcome: Outcome, plan: ResponsePlan, timed_out: bool) -> int:
 
 
 def _response(plan: ResponsePlan, status: int, body: bytes, ctype: str, *, failed: bool) -> web.Response:
-    response = web.Response(status=status, reason=plan.reason, body=body)
+    response = ServiceResponse(status=status, reason=plan.reason, body=body)
+    response.removed = frozenset(plan.removed & SERVER_HEADERS)
     headers = dict(plan.headers)
     if failed and plan.status is None:
         headers["content-type"] = ("Content-Type", ctype)  # the error document, whatever was set
