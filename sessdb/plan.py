@@ -27,6 +27,10 @@ CONTENT_TYPES = {
 }
 
 
+# the response headers a statement starts from, by service type, as sessdb.response holds them
+_DEFAULT_RESPONSE = {kind: json.dumps([["Content-Type", ctype]]) for kind, ctype in CONTENT_TYPES.items()}
+
+
 @dataclass(frozen=True)
 class Call:
     """One statement to run for one request, with everything bound."""
@@ -100,7 +104,7 @@ def plan_call(route: Route, inp: HttpInput, *, role: str | None) -> Call:
     headers = {name.lower(): value for name, value in inp.headers}
     settings = (
         ("sessdb.request", json.dumps(request_context(route, inp), separators=(",", ":"))),
-        ("sessdb.response", json.dumps([["Content-Type", CONTENT_TYPES[service.type]]])),
+        ("sessdb.response", _DEFAULT_RESPONSE[service.type]),
         ("request.method", inp.method),
         ("request.path", inp.path),
         ("request.headers", json.dumps(headers, separators=(",", ":"))),

@@ -90,6 +90,8 @@ def parse_urlencoded(data: bytes) -> list[Variable]:
 def clean_text(value: str) -> str:
     """A header value as valid text: bytes that are not UTF-8 become U+FFFD (aiohttp keeps them
     as surrogate escapes, which JSON and PostgreSQL refuse)."""
+    if value.isascii() and "\x00" not in value:
+        return value  # the common case, at C speed
     try:
         value.encode("utf-8")
         return value.replace("\x00", "\ufffd")
