@@ -1,8 +1,10 @@
 """Running one ``Call`` on one backend, in one transaction, in one network round trip.
 
-The transaction is pipelined: ``BEGIN``, the settings of the request context, the statement,
-a read of PostgREST's ``response.*`` settings, and ``COMMIT``. When the statement fails the
-pipeline aborts and the transaction is rolled back. Events the ``sessdb`` functions raise
+The request is one libpq pipeline: the settings of the request context, the statement, a read
+of PostgREST's ``response.*`` settings (with the engine's bookkeeping) and, for a sessionless
+request, the reset of the connection. Statements sent together up to a Sync run in one implicit
+transaction: it commits at the Sync when all succeeded and rolls back when one failed, so the
+request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions raise
 while the statement runs (``sessdb-event`` notices) are collected in order.
 """
 
@@ -88,14 +90,13 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     backend.on_notice = _notice_router(on_event) if on_event else None
     conn = backend.conn
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
-    steps = [_BEGIN, Step(settings_sql.encode(), settings_values), Step(call.sql.encode(), call.params)]
+    steps = [Step(settings_sql.encode(), settings_values), Step(call.sql.encode(), call.params)]
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
     else:
         if call.role is not None:
             steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
         steps.append(Step(f"{_READ_PGRST}, {before_commit[0]}".encode(), before_commit[1]))
-    steps.append(_COMMIT)
     if end_request:
         steps.append(_END_REQUEST)
     backend.running = True
@@ -121,7 +122,7 @@ def _settle(conn: psycopg.AsyncConnection[Any], outcome: Outcome, results: list[
         outcome.error = (real or errors)[0]
         return
     outcome.committed = True
-    statement = results[2]
+    statement = results[1]
     if statement is not None and statement.status == ExecStatus.TUPLES_OK:
         try:
             outcome.columns, outcome.rows = load_rows(conn, statement)
@@ -139,16 +140,14 @@ def _settle(conn: psycopg.AsyncConnection[Any], outcome: Outcome, results: list[
 
 
 def _tail_index(results: list[Any], end_request: bool) -> int:
-    """The pgrst/sync step: just before COMMIT (and the end-request step)."""
-    return len(results) - (3 if end_request else 2)
+    """The pgrst/sync step: the last one, or just before the end-request step."""
+    return len(results) - (2 if end_request else 1)
 
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-_BEGIN = Step(b"BEGIN")
-_COMMIT = Step(b"COMMIT")
 _RESET_ROLE = Step(b"RESET ROLE")
 _END_REQUEST = Step(b"SELECT sessdb._end_request()")
 _READ_PGRST_STEP = Step(_READ_PGRST.encode())

@@ -383,9 +383,10 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
--- Run by the engine right after a sessionless request's COMMIT, in the same round trip: unless
--- the connection now holds a session, forget everything the request left on it (what DISCARD
--- ALL forgets that a user can see) and answer true, so it can serve the next request at once.
+-- Run by the engine as the last statement of a sessionless request's pipeline (its implicit
+-- transaction commits at the Sync that follows): unless the connection now holds a session,
+-- forget everything the request left on it (what DISCARD ALL forgets that a user can see) and
+-- answer true, so it can serve the next request at once.
 CREATE OR REPLACE FUNCTION sessdb._end_request()
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
