@@ -84,6 +84,17 @@ def _switch(value: str) -> bool:
     raise ValueError(f"must be on or off, got {value!r}")
 
 
+def _aspnet_version(value: str) -> str:
+    """An ASP.NET version the state client accepts: dotted numbers, major 2 or more (spec 0.3)."""
+    text = value.strip()
+    parts = text.split(".")
+    if not text or not all(p.isdigit() for p in parts):
+        raise ValueError(f"must be a dotted version such as 4.0.30319, got {value!r}")
+    if int(parts[0]) < 2:
+        raise ValueError(f"the ASP.NET client needs a state server of version 2 or more, got {value!r}")
+    return text
+
+
 def _host(value: str) -> str:
     text = value.strip()
     if not text:
@@ -137,7 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_BIND_IP", "on", _switch, "a request for a session from another client address than its creator's gets 403"),
     Setting("MAX_REQUEST_SIZE", "10485760", _int_in(1, 2**31), "bytes a request may carry; more gets 413"),
     Setting("REQUEST_TIMEOUT", "0", _float_in(0, 86400), "seconds a service statement may run (0: no limit)"),
-    Setting("ASPNET_VERSION", "4.0.30319", _text, "the X-AspNet-Version the state server reports"),
+    Setting("ASPNET_VERSION", "4.0.30319", _aspnet_version, "the X-AspNet-Version the state server reports"),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "logging level"),
     Setting("ADMIN_TOKEN", "", _optional_text, "bearer token that opens the admin surface beyond the loopback address"),
 )

@@ -8,7 +8,7 @@
 -- Every item function returns one row of the same shape:
 --   status          200, 404 or 423
 --   data            the stored bytes (200 on a read only)
---   timeout_minutes the item's timeout
+--   timeout_minutes the item's timeout (column timeout_min)
 --   lock_cookie     the current cookie (the holder's on 423, the new one after an acquire)
 --   lock_date       when the current lock was taken (UTC instant)
 --   db_now          the database clock, so that the caller can work out LockAge
@@ -20,6 +20,13 @@
 -- Earlier signatures, so that calls never match two overloads.
 DROP FUNCTION IF EXISTS sessdb.state_put(text, bytea, int, int, int);
 DROP FUNCTION IF EXISTS sessdb.state_remove(text, int);
+
+-- When an item with this timeout expires if untouched from now: never for a timeout of 0 (a zero
+-- sliding expiration means none, as in ASP.NET's state server).
+CREATE OR REPLACE FUNCTION sessdb.state_expiry(p_timeout int) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_timeout = 0 THEN 'infinity'::timestamptz ELSE now() + make_interval(mins => p_timeout) END
+$$;
 
 CREATE OR REPLACE FUNCTION sessdb.state_notify_release(p_key text) RETURNS void
 LANGUAGE sql AS $$ SELECT pg_notify('sessdb_state', md5(p_key)) $$;
@@ -49,32 +56,32 @@ DECLARE
     cur record;
     v_take boolean;
 BEGIN
-    SELECT i.locked, i.flags, i.lock_cookie, i.lock_date, i.watched, i.timeout_minutes,
-           i.expires_at >= now() + make_interval(mins => i.timeout_minutes)
-                           - sessdb.state_slide_slack(i.timeout_minutes) AS fresh
+    SELECT i.locked, i.flags, i.lock_cookie, i.lock_date, i.watched, i.timeout_min,
+           i.expires_at >= sessdb.state_expiry(i.timeout_min)
+                           - sessdb.state_slide_slack(i.timeout_min) AS fresh
       INTO snap
-      FROM sessdb.state_items i WHERE i.key = p_key AND i.expires_at > now();
+      FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key AND i.expires_at > now();
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
     END IF;
     IF snap.locked AND (snap.watched OR NOT p_watch) THEN
         IF NOT snap.fresh THEN
-            PERFORM 1 FROM sessdb.state_items i WHERE i.key = p_key FOR UPDATE SKIP LOCKED;
+            PERFORM 1 FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key FOR UPDATE SKIP LOCKED;
         END IF;
         IF snap.fresh OR NOT FOUND THEN
-            RETURN QUERY SELECT 423, NULL::bytea, snap.timeout_minutes, snap.lock_cookie, snap.lock_date, now(), 0;
+            RETURN QUERY SELECT 423, NULL::bytea, snap.timeout_min, snap.lock_cookie, snap.lock_date, now(), 0;
             RETURN;
         END IF;
     ELSIF NOT snap.locked AND NOT p_exclusive AND snap.fresh AND (snap.flags & 1) = 0 THEN
-        RETURN QUERY SELECT 200, i.data, i.timeout_minutes, i.lock_cookie, i.lock_date, now(), 0
-          FROM sessdb.state_items i WHERE i.key = p_key;
+        RETURN QUERY SELECT 200, i.data, i.timeout_min, i.lock_cookie, i.lock_date, now(), 0
+          FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key;
         IF FOUND THEN
             RETURN;
         END IF;
     END IF;
     SELECT i.locked, i.flags, i.lock_cookie INTO cur
-      FROM sessdb.state_items i WHERE i.key = p_key AND i.expires_at > now() FOR UPDATE;
+      FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key AND i.expires_at > now() FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
@@ -82,17 +89,17 @@ BEGIN
     v_take := p_exclusive AND NOT cur.locked;
     RETURN QUERY
     UPDATE sessdb.state_items s SET
-        expires_at  = now() + make_interval(mins => s.timeout_minutes),
+        expires_at  = sessdb.state_expiry(s.timeout_min),
         locked      = s.locked OR v_take,
         lock_cookie = CASE WHEN NOT v_take THEN s.lock_cookie
                            WHEN s.lock_cookie >= 2147483647 THEN 1 ELSE s.lock_cookie + 1 END,
         lock_date   = CASE WHEN v_take THEN now() ELSE s.lock_date END,
         flags       = CASE WHEN cur.locked THEN s.flags ELSE s.flags & ~1 END,
         watched     = s.watched OR (cur.locked AND p_watch)
-    WHERE s.key = p_key
+    WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
     RETURNING CASE WHEN cur.locked THEN 423 ELSE 200 END,
               CASE WHEN cur.locked THEN NULL ELSE s.data END,
-              s.timeout_minutes, s.lock_cookie, s.lock_date, now(),
+              s.timeout_min, s.lock_cookie, s.lock_date, now(),
               CASE WHEN cur.locked THEN 0 ELSE cur.flags & 1 END;
 END $$;
 
@@ -108,7 +115,7 @@ DECLARE
     v_free boolean;
 BEGIN
     SELECT i.locked, i.lock_cookie, i.watched INTO cur
-      FROM sessdb.state_items i WHERE i.key = p_key AND i.expires_at > now() FOR UPDATE;
+      FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key AND i.expires_at > now() FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
@@ -119,13 +126,13 @@ BEGIN
     END IF;
     RETURN QUERY
     UPDATE sessdb.state_items s SET
-        expires_at = now() + make_interval(mins => s.timeout_minutes),
+        expires_at = sessdb.state_expiry(s.timeout_min),
         locked     = s.locked AND NOT v_free,
         lock_date  = CASE WHEN v_free THEN NULL ELSE s.lock_date END,
         watched    = s.watched AND NOT v_free
-    WHERE s.key = p_key
+    WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
     RETURNING CASE WHEN cur.locked AND NOT v_free THEN 423 ELSE 200 END, NULL::bytea,
-              s.timeout_minutes, s.lock_cookie, s.lock_date, now(), 0;
+              s.timeout_min, s.lock_cookie, s.lock_date, now(), 0;
 END $$;
 
 
@@ -145,13 +152,13 @@ DECLARE
 BEGIN
     LOOP
         SELECT i.locked, i.lock_cookie, i.lock_date, i.watched, i.expires_at > now() AS live INTO cur
-          FROM sessdb.state_items i WHERE i.key = p_key FOR UPDATE;
+          FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key FOR UPDATE;
         EXIT WHEN FOUND;
-        INSERT INTO sessdb.state_items (key, data, created_at, expires_at, timeout_minutes, flags,
+        INSERT INTO sessdb.state_items (item_key, data, created_at, expires_at, timeout_min, flags,
                                         lock_cookie, locked, lock_date, watched)
-        VALUES (p_key, p_data, now(), now() + make_interval(mins => p_timeout), p_timeout, p_extra_flags,
+        VALUES (p_key, p_data, now(), sessdb.state_expiry(p_timeout), p_timeout, p_extra_flags,
                 0, false, NULL, false)
-        ON CONFLICT (key) DO NOTHING;
+        ON CONFLICT (key_md5) DO NOTHING;
         IF FOUND THEN
             RETURN QUERY SELECT 200, NULL::bytea, p_timeout, 0, NULL::timestamptz, now(), 0;
             RETURN;
@@ -160,9 +167,9 @@ BEGIN
     END LOOP;
     IF NOT cur.live THEN
         UPDATE sessdb.state_items s SET data = p_data, created_at = now(),
-               expires_at = now() + make_interval(mins => p_timeout), timeout_minutes = p_timeout,
+               expires_at = sessdb.state_expiry(p_timeout), timeout_min = p_timeout,
                flags = p_extra_flags, lock_cookie = 0, locked = false, lock_date = NULL, watched = false
-         WHERE s.key = p_key;
+         WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key;
         RETURN QUERY SELECT 200, NULL::bytea, p_timeout, 0, NULL::timestamptz, now(), 0;
         RETURN;
     END IF;
@@ -172,20 +179,20 @@ BEGIN
     END IF;
     IF (cur.locked OR p_strict) AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
         RETURN QUERY
-        UPDATE sessdb.state_items s SET expires_at = now() + make_interval(mins => s.timeout_minutes)
-         WHERE s.key = p_key
-        RETURNING 423, NULL::bytea, s.timeout_minutes, s.lock_cookie, s.lock_date, now(), 0;
+        UPDATE sessdb.state_items s SET expires_at = sessdb.state_expiry(s.timeout_min)
+         WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
+        RETURNING 423, NULL::bytea, s.timeout_min, s.lock_cookie, s.lock_date, now(), 0;
         RETURN;
     END IF;
     IF cur.locked AND cur.watched THEN
         PERFORM sessdb.state_notify_release(p_key);
     END IF;
     RETURN QUERY
-    UPDATE sessdb.state_items s SET data = p_data, timeout_minutes = p_timeout,
-           expires_at = now() + make_interval(mins => p_timeout), locked = false, lock_date = NULL,
+    UPDATE sessdb.state_items s SET data = p_data, timeout_min = p_timeout,
+           expires_at = sessdb.state_expiry(p_timeout), locked = false, lock_date = NULL,
            watched = false
-     WHERE s.key = p_key
-    RETURNING 200, NULL::bytea, s.timeout_minutes, s.lock_cookie, NULL::timestamptz, now(), 0;
+     WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
+    RETURNING 200, NULL::bytea, s.timeout_min, s.lock_cookie, NULL::timestamptz, now(), 0;
 END $$;
 
 
@@ -200,24 +207,24 @@ DECLARE
     cur record;
 BEGIN
     SELECT i.locked, i.lock_cookie, i.watched INTO cur
-      FROM sessdb.state_items i WHERE i.key = p_key AND i.expires_at > now() FOR UPDATE;
+      FROM sessdb.state_items i WHERE i.key_md5 = md5(p_key) AND i.item_key = p_key AND i.expires_at > now() FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
         RETURN;
     END IF;
     IF (cur.locked OR p_strict) AND cur.lock_cookie IS DISTINCT FROM p_cookie THEN
         RETURN QUERY
-        UPDATE sessdb.state_items s SET expires_at = now() + make_interval(mins => s.timeout_minutes)
-         WHERE s.key = p_key
-        RETURNING 423, NULL::bytea, s.timeout_minutes, s.lock_cookie, s.lock_date, now(), 0;
+        UPDATE sessdb.state_items s SET expires_at = sessdb.state_expiry(s.timeout_min)
+         WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
+        RETURNING 423, NULL::bytea, s.timeout_min, s.lock_cookie, s.lock_date, now(), 0;
         RETURN;
     END IF;
     IF cur.locked AND cur.watched THEN
         PERFORM sessdb.state_notify_release(p_key);
     END IF;
     RETURN QUERY
-    DELETE FROM sessdb.state_items s WHERE s.key = p_key
-    RETURNING 200, NULL::bytea, s.timeout_minutes, s.lock_cookie, NULL::timestamptz, now(), 0;
+    DELETE FROM sessdb.state_items s WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key
+    RETURNING 200, NULL::bytea, s.timeout_min, s.lock_cookie, NULL::timestamptz, now(), 0;
 END $$;
 
 
@@ -229,9 +236,9 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    UPDATE sessdb.state_items s SET expires_at = now() + make_interval(mins => s.timeout_minutes)
-     WHERE s.key = p_key AND s.expires_at > now()
-    RETURNING 200, NULL::bytea, s.timeout_minutes, s.lock_cookie, s.lock_date, now(), 0;
+    UPDATE sessdb.state_items s SET expires_at = sessdb.state_expiry(s.timeout_min)
+     WHERE s.key_md5 = md5(p_key) AND s.item_key = p_key AND s.expires_at > now()
+    RETURNING 200, NULL::bytea, s.timeout_min, s.lock_cookie, s.lock_date, now(), 0;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 404, NULL::bytea, NULL::int, NULL::int, NULL::timestamptz, now(), 0;
     END IF;

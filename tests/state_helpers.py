@@ -184,8 +184,8 @@ async def clients(port: int, n: int = 1) -> AsyncIterator[list[StateClient]]:
 
 def row(svc: psycopg.Connection, key: str) -> dict | None:
     """The stored row of ``key`` as a dict, or None."""
-    cur = svc.execute("SELECT data, timeout_minutes, flags, lock_cookie, locked, lock_date, expires_at - now() AS left,"
-                      " lock_date - now() AS lock_offset, watched FROM sessdb.state_items WHERE key = %s", [key])
+    cur = svc.execute("SELECT data, timeout_min AS timeout_minutes, flags, lock_cookie, locked, lock_date, expires_at - now() AS left,"
+                      " lock_date - now() AS lock_offset, watched FROM sessdb.state_items WHERE item_key = %s", [key])
     values = cur.fetchone()
     if values is None:
         return None
@@ -196,7 +196,7 @@ def travel(svc: psycopg.Connection, key: str, seconds: float) -> None:
     """Pretend ``seconds`` pass for ``key``: move its expiry and lock date that far back."""
     svc.execute("UPDATE sessdb.state_items SET expires_at = expires_at - make_interval(secs => %s),"
                 " lock_date = lock_date - make_interval(secs => %s),"
-                " created_at = created_at - make_interval(secs => %s) WHERE key = %s",
+                " created_at = created_at - make_interval(secs => %s) WHERE item_key = %s",
                 [seconds, seconds, seconds, key])
 
 

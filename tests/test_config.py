@@ -35,7 +35,8 @@ def test_fractional_session_timeout_is_allowed() -> None:
     ("name", "value"),
     [("PORT", "http"), ("PORT", "70000"), ("SESSION_TIMEOUT", "0"), ("SESSION_TIMEOUT", "525601"),
      ("SESSION_COOKIE", "sometimes"), ("SESSION_BIND_IP", "maybe"), ("HOST", "example.com"),
-     ("LOG_LEVEL", "loud"), ("POOL_SIZE", "0")],
+     ("LOG_LEVEL", "loud"), ("POOL_SIZE", "0"), ("ASPNET_VERSION", "1.1.4322"), ("ASPNET_VERSION", "abc"),
+     ("ASPNET_VERSION", "")],
 )
 def test_bad_values_are_refused_with_the_setting_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"SESSDB_{name}"):

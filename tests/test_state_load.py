@@ -98,7 +98,7 @@ async def test_s25_pipelined_requests_on_one_connection(state_server, svcconn: p
 async def test_s28_expired_rows_invisible_then_swept_in_batches(state_server, svcconn: psycopg.Connection) -> None:  # type: ignore[no-untyped-def]
     prefix = new_key() + "/expired/"
     svcconn.execute(
-        "INSERT INTO sessdb.state_items (key, data, created_at, expires_at, timeout_minutes, flags, lock_cookie, locked)"
+        "INSERT INTO sessdb.state_items (item_key, data, created_at, expires_at, timeout_min, flags, lock_cookie, locked)"
         " SELECT %s || n, '\\x00'::bytea, now() - interval '2 hours', now() - interval '1 hour' + n * interval '1 ms',"
         " 20, 1, 7, n %% 2 = 0 FROM generate_series(1, 50000) n", [prefix])
     live = [new_key() for _ in range(10)]
@@ -133,7 +133,7 @@ async def test_s28_expired_rows_invisible_then_swept_in_batches(state_server, sv
     # not blocked behind the sweep (a blocked acquire would wait for the whole ~1 s sweep); speed
     # itself is measured by scripts/bench, not asserted here
     assert max(latencies) < 0.5, sorted(latencies)[-5:]
-    left = svcconn.execute("SELECT count(*) FROM sessdb.state_items WHERE key LIKE %s", [prefix + "%"]).fetchone()
+    left = svcconn.execute("SELECT count(*) FROM sessdb.state_items WHERE item_key LIKE %s", [prefix + "%"]).fetchone()
     assert left == (1,)  # only the re-created item
     assert all(row(svcconn, k) is not None for k in live)
 
@@ -157,7 +157,7 @@ async def test_sweeper_task_runs_every_interval_and_survives_failures(
     async with running_server(dsn, sweep_interval=0.05) as server, clients(server.port) as (c,):
         key = new_key()
         await c.put(key, b"D", timeout=1)
-        svcconn.execute("UPDATE sessdb.state_items SET expires_at = now() - interval '1 s' WHERE key = %s", [key])
+        svcconn.execute("UPDATE sessdb.state_items SET expires_at = now() - interval '1 s' WHERE item_key = %s", [key])
         while row(svcconn, key) is not None:
             await server.next_sweep()
         assert not failures  # the failing cycle happened, and later cycles still ran

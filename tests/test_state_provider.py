@@ -168,7 +168,7 @@ async def test_a_release_anywhere_wakes_a_watcher(provider: SessionStateStore, d
 
 def row_watched(dsn: str, key: str) -> bool:
     with psycopg.connect(dsn) as c:
-        return bool(c.execute("SELECT watched FROM sessdb.state_items WHERE key = %s", [key]).fetchone()[0])  # type: ignore[index]
+        return bool(c.execute("SELECT watched FROM sessdb.state_items WHERE item_key = %s", [key]).fetchone()[0])  # type: ignore[index]
 
 
 async def test_database_outage_raises_never_reports_missing(dsn: str) -> None:

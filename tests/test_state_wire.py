@@ -33,7 +33,7 @@ def _names(reply) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 async def test_s1_spec_section_4_exchange(dsn: str, svcconn: psycopg.Connection) -> None:
-    svcconn.execute("DELETE FROM sessdb.state_items WHERE key = %s", [S1_KEY])
+    svcconn.execute("DELETE FROM sessdb.state_items WHERE item_key = %s", [S1_KEY])
     d1, d2 = bytes(range(256)) * 9 + b"x" * 77, b"\x01\x02" * 1490 + b"z"
     assert (len(d1), len(d2)) == (2381, 2981)
     async with running_server(dsn, aspnet_version="2.0.50727") as server, clients(server.port, 2) as (a, b):
@@ -115,7 +115,7 @@ async def test_s5_opaque_bytes_round_trip(conn: StateClient, svcconn: psycopg.Co
 async def test_s6_exclusive_acquire(conn: StateClient, svcconn: psycopg.Connection) -> None:
     key = new_key()
     await conn.put(key, b"data")
-    svcconn.execute("UPDATE sessdb.state_items SET lock_cookie = 41 WHERE key = %s", [key])
+    svcconn.execute("UPDATE sessdb.state_items SET lock_cookie = 41 WHERE item_key = %s", [key])
     r = await conn.acquire(key)
     assert (r.status, r.body, r.header("Timeout"), r.header("LockCookie")) == (200, b"data", "20", "42")
     stored = row(svcconn, key)
@@ -320,7 +320,7 @@ async def test_s23_lock_stealing_by_a_waiter(state_server, svcconn: psycopg.Conn
     async with clients(state_server.port, 2) as (holder, waiter):
         await holder.put(key, b"D1")
         c = int((await holder.acquire(key)).header("LockCookie"))  # type: ignore[arg-type]
-        svcconn.execute("UPDATE sessdb.state_items SET lock_date = now() - interval '111 seconds' WHERE key = %s", [key])
+        svcconn.execute("UPDATE sessdb.state_items SET lock_date = now() - interval '111 seconds' WHERE item_key = %s", [key])
         r = await waiter.acquire(key)
         assert r.status == 423 and int(r.header("LockAge")) >= 110  # type: ignore[arg-type]
         assert (await waiter.release(key, r.header("LockCookie"))).status == 200  # type: ignore[arg-type]
@@ -366,7 +366,7 @@ async def test_s26_header_limits_close_the_connection(dsn: str) -> None:
 async def test_s27_cookie_wrap(conn: StateClient, svcconn: psycopg.Connection) -> None:
     key = new_key()
     await conn.put(key, b"D")
-    svcconn.execute("UPDATE sessdb.state_items SET lock_cookie = 2147483647 WHERE key = %s", [key])
+    svcconn.execute("UPDATE sessdb.state_items SET lock_cookie = 2147483647 WHERE item_key = %s", [key])
     assert (await conn.acquire(key)).header("LockCookie") == "1"
 
 
@@ -391,3 +391,19 @@ async def test_s32_lock_metadata_units(conn: StateClient, svcconn: psycopg.Conne
     local = lock_date.astimezone()
     expected = (calendar.timegm(local.timetuple()) + local.microsecond / 1e6) * 10**7 + 621_355_968_000_000_000
     assert abs(int(r.header("LockDate")) - expected) <= 10_000_000  # type: ignore[arg-type]
+
+
+async def test_keys_of_any_length_within_the_line_limit(conn: StateClient, svcconn: psycopg.Connection) -> None:
+    key = new_key() + "k" * 7000  # well past a btree entry's 2.7 kB, within the 8 KiB request line
+    assert (await conn.put(key, b"long")).status == 200
+    reply = await conn.get(key)
+    assert (reply.status, reply.body) == (200, b"long")
+    assert row(svcconn, key) is not None
+
+
+async def test_timeout_zero_means_the_item_never_expires(conn: StateClient, svcconn: psycopg.Connection) -> None:
+    key = new_key()
+    assert (await conn.put(key, b"forever", timeout=0)).status == 200
+    travel(svcconn, key, 10 * 365 * 24 * 3600)  # ten years pass
+    reply = await conn.get(key)
+    assert (reply.status, reply.body) == (200, b"forever")
