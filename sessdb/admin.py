@@ -28,7 +28,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[-1]}") from None
+        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
 
 
 def list_sessions(dsn: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    # --debug may also follow the subcommand; SUPPRESS keeps a global --debug from being reset
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     group = parser.add_argument_group("settings (also SESSDB_<NAME> variables)")
     for setting in config.SETTINGS:
         group.add_argument(setting.flag, dest=f"setting_{setting.name}", metavar=setting.name,
@@ -70,7 +73,13 @@ def database(settings: config.Settings, *, owner_pid: int | None = None) -> Iter
     from sessdb.embedded import EmbeddedPostgres
 
     cluster = EmbeddedPostgres(settings.data_dir)
-    url, started = cluster.start(owner_pid=owner_pid)
+    was_running = cluster.status().running
+    try:
+        url, started = cluster.start(owner_pid=owner_pid)
+    except BaseException:
+        if not was_running and owner_pid is not None and cluster.status().running:
+            cluster.stop()  # interrupted while starting it: leave nothing running
+        raise
     try:
         yield url
     finally:
@@ -87,15 +96,31 @@ def _configure_logging(level: str) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT before the server runs: unwind (stopping what was started), exit 0."""
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise StopRequested()
+
+
 def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
     from sessdb.migrate import migrate
     from sessdb.serve import serve
 
     _check_port_free(settings)
-    with database(settings, owner_pid=os.getpid()) as dsn:
-        if not args.no_migrate:
-            migrate(dsn)
-        asyncio.run(serve(settings, dsn))
+    # until the event loop takes the signals over, a stop request unwinds the start-up
+    previous = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with database(settings, owner_pid=os.getpid()) as dsn:
+            if not args.no_migrate:
+                migrate(dsn)
+            asyncio.run(serve(settings, dsn))
+    except StopRequested:
+        logging.getLogger("sessdb.web").info("stopped while starting")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -27,6 +27,25 @@ def _optional_text(value: str) -> str | None:
     return value or None
 
 
+def _dsn(value: str) -> str | None:
+    """A libpq connection string or URL (empty: the embedded PostgreSQL); checked, not connected."""
+    if not value.strip():
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except Exception as exc:
+        raise ValueError(f"not a libpq connection string or URL: {str(exc).strip().splitlines()[0]}") from None
+    return value
+
+
+def _data_dir(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _port(value: str) -> int:
     port = _int_in(0, 65535)(value)
     return port
@@ -133,8 +152,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DSN", "", _optional_text, "external PostgreSQL (libpq URL or key=value); empty: embedded PostgreSQL"),
-    Setting("DATA_DIR", "./.sessdb", _text, "embedded PostgreSQL cluster and its logs"),
+    Setting("DSN", "", _dsn, "external PostgreSQL (libpq URL or key=value); empty: embedded PostgreSQL"),
+    Setting("DATA_DIR", "./.sessdb", _data_dir, "embedded PostgreSQL cluster and its logs"),
     Setting("HOST", "127.0.0.1", _host, "address of the web listener"),
     Setting("PORT", "8080", _port, "port of the web listener (0: any free port)"),
     Setting("STATE_HOST", "127.0.0.1", _host, "address of the ASP.NET state-server listener"),
@@ -243,8 +262,19 @@ def describe(resolved: Resolved) -> list[tuple[str, str, str]]:
             value = "********"
         elif setting.name == "DSN" and value:
             value = _mask_password(value)
-        rows.append((setting.name, "" if value is None else str(value), resolved.sources[setting.name]))
+        rows.append((setting.name, _spelled(setting, value), resolved.sources[setting.name]))
     return rows
+
+
+def _spelled(setting: Setting, value: Any) -> str:
+    """A value as the settings table spells it (on/off, off for no state port, 30 not 30.0)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "off" if setting.name == "STATE_PORT" else ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _mask_password(dsn: str) -> str:

@@ -42,7 +42,8 @@ SUPERUSER = "postgres"
 METADATA = "cluster.json"
 SYSTEM_HOME = Path("/var/lib/sessdb")
 _START_ATTEMPTS = 20
-_MARKER_NAMES = {METADATA, "pgdata", "postgres.log", "sessdb.lock"}
+INIT_MARKER = "cluster.init"  # present while sessdb creates the cluster; a pgdata beside it is half-made
+_MARKER_NAMES = {METADATA, INIT_MARKER, "pgdata", "postgres.log", "sessdb.lock"}
 
 
 @dataclass
@@ -134,6 +135,8 @@ class EmbeddedPostgres:
     # -- data dir -----------------------------------------------------------------------------
 
     def _prepare_data_dir(self) -> None:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise DataDirError(f"data dir {self.data_dir} is not a directory")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -143,6 +146,8 @@ class EmbeddedPostgres:
         if not os.access(self.data_dir, os.W_OK | os.X_OK):
             raise DataDirError(f"data dir {self.data_dir} is not writable")
         if not self.meta_path.exists():
+            for stale in self.data_dir.glob(".pw-*"):  # a password file left by an interrupted first start
+                stale.unlink(missing_ok=True)
             foreign = sorted(p.name for p in self.data_dir.iterdir() if p.name not in _MARKER_NAMES)
             if foreign:
                 raise DataDirError(
@@ -179,6 +184,11 @@ class EmbeddedPostgres:
 
     def _init_cluster(self) -> ClusterInfo:
         user = _service_user()
+        marker = self.data_dir / INIT_MARKER
+        if (self.data_dir / "pgdata").exists() and not marker.exists():
+            raise DataDirError(f"data dir {self.data_dir} holds a pgdata that sessdb did not make; "
+                               "choose an empty or new directory")
+        marker.touch()
         pgdata = self._cluster_location(user)
         bindir = _binaries_for(user)
         password = secrets.token_urlsafe(24)
@@ -194,6 +204,7 @@ class EmbeddedPostgres:
         with open(pgdata / "postgresql.conf", "a") as fh:
             fh.write("\n# added by sessdb\ninclude_if_exists = 'sessdb.conf'\n")
         self._write_info(info)
+        marker.unlink(missing_ok=True)
         return info
 
     def _cluster_location(self, user: pwd.struct_passwd) -> Path:
@@ -205,7 +216,7 @@ class EmbeddedPostgres:
             pgdata = _system_dir("clusters") / digest / "pgdata"
             log.info("the %s user cannot reach %s; the cluster lives in %s", user.pw_name, self.data_dir, pgdata)
         if pgdata.exists():
-            shutil.rmtree(pgdata)  # a half-made cluster from an interrupted first start
+            shutil.rmtree(pgdata)  # a half-made cluster of an interrupted first start (INIT_MARKER)
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         if pgdata.parent != self.data_dir:
             _chown(pgdata.parent, user)

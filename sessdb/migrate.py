@@ -92,4 +92,4 @@ def migrate(dsn: str) -> None:
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -40,7 +40,7 @@ class ConnectionPool:
         try:
             backends = await asyncio.gather(*(Backend.open(self.dsn) for _ in range(self.size)))
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot open connections: {str(exc).strip().splitlines()[-1]}") from None
+            raise DatabaseError(f"cannot open connections: {str(exc).strip().splitlines()[0]}") from None
         for backend in backends:
             self._all.add(backend)
             self._idle.append(backend)
@@ -174,7 +174,7 @@ class ConnectionPool:
                 self._failing = None
                 return backend
             except psycopg.Error as exc:
-                self._failing = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                self._failing = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 log.warning("cannot open a pool connection (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -50,7 +50,7 @@ def run_script(dsn: str, text: str, *, out: TextIO) -> int:
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[-1]}") from None
+        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
     with conn:
         conn.add_notice_handler(lambda d: print(f"{d.severity}: {d.message_primary}", file=out, flush=True))
         for number, statement in enumerate(statements, 1):

@@ -207,3 +207,29 @@ def test_sigterm_with_a_request_in_flight(server_factory) -> None:  # type: igno
     thread.join(10)
     assert answer == [503], "the in-flight request was answered, not dropped"
     assert cluster_pid(data_dir) is None
+
+
+def test_a_pgdata_sessdb_did_not_make_is_refused_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "important.txt").write_text("mine")
+    proc = run_cli("db", "start", "--data-dir", str(tmp_path))
+    assert_one_line_error(proc, 1)
+    assert "did not make" in proc.stderr
+    assert (tmp_path / "pgdata" / "important.txt").read_text() == "mine"
+
+
+def test_sigterm_while_starting_exits_0_and_leaves_nothing_running(server_factory) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    data_dir = make_data_dir()
+    server = server_factory(data_dir=data_dir)
+    deadline = time.monotonic() + 30
+    while not (data_dir / "cluster.init").exists() and not (data_dir / "cluster.json").exists():
+        assert time.monotonic() < deadline, "serve never began creating its cluster"
+        time.sleep(0.01)
+    assert server.stop(signal.SIGTERM, timeout=30) == 0, server.output()
+    assert cluster_pid(data_dir) is None
+    assert not list(data_dir.glob(".pw-*")), "no password file left behind"
+    again = server_factory(data_dir=data_dir)
+    again.wait_ready()
+    assert again.stop(signal.SIGTERM, timeout=10) == 0

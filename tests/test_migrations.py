@@ -44,3 +44,28 @@ def test_downgrade_base_then_upgrade_head(scratch_dsn: str) -> None:
     migrate(scratch_dsn)
     with psycopg.connect(scratch_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM sessdb.services").fetchone() == (0,)
+
+
+def test_the_alembic_command_downgrades_and_upgrades(scratch_dsn: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    migrate(scratch_dsn)
+
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "alembic", "-x", f"dsn={scratch_dsn}", *args], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+
+    down = alembic("downgrade", "base")
+    assert down.returncode == 0, down.stderr
+    with psycopg.connect(scratch_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                            "WHERE n.nspname = 'sessdb'").fetchone()
+    assert left == (0,), "downgrade base leaves no sessdb functions behind"
+    up = alembic("upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    migrate(scratch_dsn)
+    with psycopg.connect(scratch_dsn) as conn:
+        assert conn.execute("SELECT sessdb.version()").fetchone() == ("0.1.0",)

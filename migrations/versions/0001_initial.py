@@ -81,3 +81,14 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("state_items", "http_sessions", "services"):
         op.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{table} CASCADE")
+    # the replaceable objects of sql/ go too, so that 'base' is an empty sessdb schema
+    op.execute(f"""
+        DO $$
+        DECLARE f regprocedure;
+        BEGIN
+            FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+                     JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '{SCHEMA}'
+            LOOP
+                EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', f);
+            END LOOP;
+        END $$""")
