@@ -77,7 +77,7 @@ CREATE OR REPLACE FUNCTION sessdb.create_service(
     type text,
     statement text DEFAULT NULL,
     url text DEFAULT 'OFF',
-    methods text DEFAULT '*',
+    methods text DEFAULT NULL,
     "authorization" boolean DEFAULT false,
     user_name text DEFAULT NULL,
     session text DEFAULT 'optional',
@@ -93,7 +93,8 @@ BEGIN
     s.type := upper(type);
     s.statement := statement;
     s.url := upper(coalesce(url, 'OFF'));
-    s.methods := sessdb._normalize_methods(methods);
+    -- a SOAP service takes POST unless told otherwise (SQL Anywhere); the others GET, HEAD, POST
+    s.methods := sessdb._normalize_methods(coalesce(methods, CASE WHEN upper(type) = 'SOAP' THEN 'POST' ELSE '*' END));
     s."authorization" := coalesce("authorization", false);
     s.user_name := user_name;
     s.session := lower(coalesce(session, 'optional'));

@@ -353,3 +353,37 @@ def test_values_survive_the_round_trip() -> None:
     assert nan != nan
     control = soap.parse_reply(soap.result_envelope(request, None, ["v"], [("a\x01b",)]))
     assert control == "a\ufffdb", "characters XML cannot carry are replaced, the envelope stays well-formed"
+
+
+async def test_a_method_the_service_does_not_take_is_a_fault_with_allow(client) -> None:  # type: ignore[no-untyped-def]
+    resp = await client.get("/soaptest/Echo")
+    assert resp.status == 405 and resp.headers["Allow"] == "POST"
+    assert fault_of(await resp.read()).code.endswith("Client")
+
+
+async def test_soap_services_take_post_by_default(svcconn) -> None:  # type: ignore[no-untyped-def]
+    svcconn.execute("SELECT sessdb.create_service(name => 'soapdefault/Op', type => 'SOAP', "
+                    "statement => 'SELECT 1', replace => true)")
+    try:
+        assert svcconn.execute("SELECT methods FROM sessdb.services WHERE name = 'soapdefault/Op'").fetchone() == ("POST",)
+    finally:
+        svcconn.execute("SELECT sessdb.drop_service('soapdefault/Op')")
+
+
+async def test_a_dish_with_authorization_on_needs_credentials(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    from tests.fix_app import engine_of
+
+    svcconn.execute("SELECT sessdb.create_service(name => 'SecureDish', type => 'DISH', group_name => 'soaptest', "
+                    "\"authorization\" => true, replace => true)")
+    try:
+        while "SecureDish" not in engine_of(client).catalog.services:
+            await asyncio.sleep(0.01)
+        resp = await client.get("/SecureDish")
+        assert resp.status == 401 and "WWW-Authenticate" in resp.headers
+        assert fault_of(await resp.read()).code.endswith("Client")
+        envelope = ('<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+                    '<Echo xmlns="urn:sessdb:soap"><text>x</text></Echo></soap:Body></soap:Envelope>')
+        status, _, _ = await post_envelope(client, "/SecureDish", envelope)
+        assert status == 401
+    finally:
+        svcconn.execute("SELECT sessdb.drop_service('SecureDish')")

@@ -52,9 +52,9 @@ async def call_service(request: web.Request) -> web.StreamResponse:
         raise errors.MethodNotImplemented(f"method {request.method} is not implemented")
     inp = await read_input(request)
     route = _route(request, inp.path)
-    _check_method(inp.method, route)
     if route.service.type in ("SOAP", "DISH"):
-        return await _call_soap(request, inp, route)
+        return await _call_soap(request, inp, route)  # its errors, 405 included, are SOAP faults
+    _check_method(inp.method, route)
     result = await _run(request, inp, route)
     if result.redirect is not None:
         return _redirect(inp, result)
@@ -96,9 +96,13 @@ async def _call_soap(request: web.Request, inp: HttpInput, route: Route) -> web.
     with status 500 (SOAP 1.1 section 6.2), sessdb errors with their usual status and headers.
     """
     service = route.service
-    if service.type == "DISH" and inp.method in ("GET", "HEAD"):
-        return _wsdl_response(request, inp, service)
     try:
+        _check_method(inp.method, route)
+        if service.type == "DISH" and service.authorization:
+            # a DISH with AUTHORIZATION ON guards its WSDL and the requests it hands on
+            await request.app[ENGINE].auth.role_for(request.headers.get("Authorization"), service.user_name)
+        if service.type == "DISH" and inp.method in ("GET", "HEAD"):
+            return _wsdl_response(request, inp, service)
         envelope = soap.parse_request(inp.body)
         route, fmt = _soap_target(request, route, envelope)
         variables = tuple(Variable(name, value) for name, value in envelope.params)
