@@ -354,6 +354,10 @@ class AspNetSessionMiddleware:
         if session.dirty or session.timeout_changed:
             await self.store.set_and_release_item_exclusive(state.session_id, session.data, lock_id,
                                                             new_item=lock_id is None)
+        elif lock_id is not None and session.is_new:
+            # a new session nobody touched is not kept (aspnet-state.md 3.4): the uninitialized
+            # item made so that concurrent first requests queue goes away again
+            await self.store.remove_item(state.session_id, lock_id)
         elif lock_id is not None:
             await self.store.release_item_exclusive(state.session_id, lock_id)
 

@@ -80,10 +80,14 @@ def make_app(store: SessionStateStore, gates: Gates, **options: object) -> web.A
         request.session["posted"] = await request.text()  # type: ignore[attr-defined]
         return web.json_response({"posted": request.session["posted"]})  # type: ignore[attr-defined]
 
+    async def peek(request: web.Request) -> web.Response:
+        session = request.session  # type: ignore[attr-defined]
+        return web.json_response({"n": session.get("n"), "new": session.is_new})
+
     middleware = AspNetSessionMiddleware(store, **options)  # type: ignore[arg-type]
     app = web.Application(middlewares=[middleware])
     for path, handler in (("/count", count), ("/hold", hold), ("/read", read), ("/free", free),
-                          ("/abandon", abandon), ("/boom", boom), ("/login", login)):
+                          ("/abandon", abandon), ("/boom", boom), ("/login", login), ("/peek", peek)):
         app.router.add_get(path, handler)
     app.router.add_post("/post", post)
     return app
@@ -300,3 +304,14 @@ async def test_two_processes_share_sessions_and_never_interleave(dsn: str, tmp_p
     print(f"\nhand-over from one process's release to the next start: median {statistics.median(gaps) * 1000:.1f} ms,"
           f" max {max(gaps) * 1000:.1f} ms")
     assert statistics.median(gaps) < 0.05 and max(gaps) < 0.25, gaps
+
+
+async def test_an_unknown_id_that_nobody_writes_to_leaves_nothing_stored(make_client: Callable,
+                                                                          store: SessionStateStore) -> None:
+    client = await make_client()
+    sid = create_session_id()
+    resp = await client.get("/peek", headers={"Cookie": f"ASP.NET_SessionId={sid}"})
+    assert await resp.json() == {"n": None, "new": True}
+    assert (await store.get_item(sid)).item is None, "a new, untouched session is not stored (3.4)"
+    resp = await client.get("/peek", headers={"Cookie": f"ASP.NET_SessionId={sid}"})
+    assert await resp.json() == {"n": None, "new": True}
