@@ -313,10 +313,13 @@ class Engine:
     async def _create_session(self, peer: str | None) -> Session:
         """A new idle session for a ``session => 'required'`` service (contract 5.8)."""
         backend = await self.pool.acquire()
+        created_at, timeout = wall_now(), self.default_timeout()
         try:
+            # one statement: claim the id and a slot, and write the session's mirror row
             cur = await backend.conn.execute(
-                "SELECT id, sessdb._create_session(id, %s) FROM sessdb.new_session_id() AS id",
-                [f"{self.slot_class}:{self.settings.max_sessions}"],
+                "SELECT id, sessdb._create_session(id, %s), "
+                "sessdb._sync_session(id, %s, %s, NULL, %s, 'idle', 0, %s) FROM sessdb.new_session_id() AS id",
+                [f"{self.slot_class}:{self.settings.max_sessions}", self.engine_id, created_at, timeout, peer or ""],
             )
             row = await cur.fetchone()
             assert row is not None
@@ -327,12 +330,10 @@ class Engine:
         except BaseException:
             self.pool.release(backend)  # the client left: the reset frees any id and slot taken
             raise
-        session = Session(id=session_id, backend=backend, created_at=wall_now(),
-                          timeout_minutes=self.default_timeout(), creator_addr=peer,
-                          slot=row[1], busy=False, last_release=time.monotonic())
+        session = Session(id=session_id, backend=backend, created_at=created_at, timeout_minutes=timeout,
+                          creator_addr=peer, slot=row[1], busy=False, last_release=time.monotonic())
         self.pool.detach(backend)
         self.sessions.register(session)
-        await self._mirror(session)
         return session
 
     async def _mirror(self, session: Session) -> None:

@@ -484,19 +484,3 @@ async def wait_for_state(conn: psycopg.Connection, pid: int, state: str, wait_ty
             if seen == state and (wait_type is None or waiting == wait_type):
                 return
             await asyncio.sleep(0.01)
-
-
-def _backend_state(conn: psycopg.Connection, pid: int) -> tuple[str | None, str | None]:
-    row = conn.execute("SELECT state, wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
-async def wait_for_state(conn: psycopg.Connection, pid: int, state: str, wait_type: str | None = None,
-                         timeout: float = 5.0) -> None:
-    """Poll pg_stat_activity (nothing to await in PostgreSQL) until backend ``pid`` is in ``state``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            seen, waiting = _backend_state(conn, pid)
-            if seen == state and (wait_type is None or waiting == wait_type):
-                return
-            await asyncio.sleep(0.01)
