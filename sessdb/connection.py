@@ -18,6 +18,8 @@ import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
+from sessdb.wire import Statements, Wire
+
 log = logging.getLogger("sessdb.connection")
 
 APP_NAME = "sessdb"
@@ -40,11 +42,14 @@ class Backend:
     """A psycopg connection plus what the engine knows of it (pid, who uses it)."""
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self.conn = conn
+        self._conn = conn
         self.pid: int = conn.info.backend_pid
+        self.login: str = conn.info.user  # the role it logged in as
         self.on_notice: NoticeHandler | None = None
         self.cancelling: asyncio.Task[None] | None = None
         self.running = False  # a request's statement is on the wire (see execute.run_call)
+        self.statements = Statements()  # the engine's named prepared statements here
+        self.wire = Wire(conn, self.statements)  # the request pipelines (see execute.run_call)
         conn.add_notice_handler(self._notice)
         # HTTP variables bind as text (contract 3), not as psycopg's default 'unknown'
         conn.adapters.register_dumper(str, StrDumper)
@@ -55,13 +60,20 @@ class Backend:
         conn = await psycopg.AsyncConnection.connect(
             dsn,
             autocommit=True,
-            # no server-side prepared statements: DISCARD ALL would pull them from under psycopg
+            # no prepared statements of psycopg's own: a reset's DEALLOCATE ALL would pull them
+            # from under it (the engine's pipelines keep theirs in Backend.statements)
             prepare_threshold=None,
             application_name=app_name,
             options=f"-c search_path={SEARCH_PATH.replace(' ', '')}",
             connect_timeout=connect_timeout,
         )
         return cls(conn)
+
+    @property
+    def conn(self) -> psycopg.AsyncConnection:
+        """The psycopg connection, to use directly (the pipelines' socket reader steps aside)."""
+        self.wire.detach()
+        return self._conn
 
     def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
         if self.on_notice is not None:
@@ -73,12 +85,13 @@ class Backend:
     @property
     def broken(self) -> bool:
         """True when the connection cannot be used again."""
-        return self.conn.closed or self.conn.broken or self.conn.pgconn.status == ConnStatus.BAD
+        conn = self._conn
+        return conn.closed or conn.broken or conn.pgconn.status == ConnStatus.BAD
 
     @property
     def status(self) -> TransactionStatus:
         """libpq's transaction status of the connection."""
-        return self.conn.info.transaction_status
+        return self._conn.info.transaction_status
 
     async def reset(self, first: bytes = b"") -> bool:
         """Forget everything a user left on the connection; False when it is unusable.
@@ -97,6 +110,8 @@ class Backend:
             await self.conn.execute(first + _RESET)
         except psycopg.Error:
             return False
+        finally:
+            self.statements.forget()  # DEALLOCATE ALL
         return self.status == TransactionStatus.IDLE
 
     async def rollback_if_needed(self) -> bool:
@@ -118,7 +133,7 @@ class Backend:
         """Ask PostgreSQL to cancel the statement running on this connection, if any."""
         if not self.broken:
             with contextlib.suppress(Exception):
-                await self.conn.cancel_safe(timeout=5)
+                await self._conn.cancel_safe(timeout=5)
 
     def cancel_soon(self) -> None:
         """Start a cancel; ``settle_cancel`` waits for it before the next statement.

@@ -38,6 +38,9 @@ from sessdb.web.respond import ResponsePlan
 log = logging.getLogger("sessdb.engine")
 
 _SYNC_SQL = "sessdb._sync_from_request($1, $2)"
+# a sessionless request mirrors nothing unless it made a session (saves a PL/pgSQL call)
+_SYNC_POOLED_SQL = ("CASE WHEN current_setting('sessdb.session_id') = '' AND current_setting('sessdb.pending_id') = ''"
+                    " THEN NULL ELSE sessdb._sync_from_request($1, $2) END")
 _FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL);"
 
 
@@ -219,7 +222,7 @@ class Engine:
 
         return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
-                              before_commit=(_SYNC_SQL, [self.engine_id, run.peer or ""]),
+                              before_commit=(_SYNC_SQL if sync else _SYNC_POOLED_SQL, [self.engine_id, run.peer or ""]),
                               end_request=not sync)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:

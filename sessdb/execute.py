@@ -2,10 +2,13 @@
 
 The request is one libpq pipeline: the settings of the request context, the statement, a read
 of PostgREST's ``response.*`` settings (with the engine's bookkeeping) and, for a sessionless
-request, the reset of the connection. Statements sent together up to a Sync run in one implicit
-transaction: it commits at the Sync when all succeeded and rolls back when one failed, so the
-request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions raise
-while the statement runs (``sessdb-event`` notices) are collected in order.
+request, after a Sync, the reset of the connection. Statements sent together up to a Sync run
+in one implicit transaction: it commits at the Sync when all succeeded and rolls back when one
+failed, so the request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions
+raise while the statement runs (``sessdb-event`` notices) are collected in order.
+
+Every statement, the service's included, runs as a named prepared statement of its connection
+(``wire.Statements``): PostgreSQL parses and plans it once per connection, not per request.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from sessdb.connection import Backend
-from sessdb.wire import ExecStatus, Step, error_of, load_rows, load_rows_as_text, run_pipeline
+from sessdb.wire import SYNC, ExecStatus, Step, Wire
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
@@ -46,7 +50,7 @@ class Outcome:
     pgrst_headers: str | None = None
     pgrst_status: str | None = None
     committed: bool = False
-    clean: bool = False  # the connection was reset after the commit (see sessdb._end_request)
+    clean: bool = False  # the connection was reset after the commit (see sessdb._reset_request)
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,21 +92,16 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
         outcome.error = psycopg.errors.QueryCanceled("the client went away before the statement was sent")
         return outcome
     backend.on_notice = _notice_router(on_event) if on_event else None
-    conn = backend.conn
-    settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings or [])
-    steps = [Step(settings_sql.encode(), settings_values), Step(call.sql.encode(), call.params)]
-    if before_commit is None:
-        steps.append(_READ_PGRST_STEP)
-    else:
-        if call.role is not None:
-            steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
-        steps.append(Step(f"{_READ_PGRST}, {before_commit[0]}".encode(), before_commit[1]))
-    if end_request:
-        steps.append(_END_REQUEST)
+    reset_as = backend.login if end_request else None
+    steps = _steps(call, statement_timeout_ms, extra_settings or [], before_commit, reset_as)
     backend.running = True
     try:
-        results = await run_pipeline(conn, steps)
-        _settle(conn, outcome, results, end_request)
+        for attempt in (1, 2):
+            results = await backend.wire.run(steps)
+            if attempt == 1 and _stale_statement(backend, call, results):
+                continue  # nothing of the request ran: send it again with fresh statements
+            _settle(backend.wire, outcome, results, end_request)
+            break
     except psycopg.Error as exc:
         outcome.error = exc
     finally:
@@ -114,43 +113,97 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     return outcome
 
 
-def _settle(conn: psycopg.AsyncConnection[Any], outcome: Outcome, results: list[Any], end_request: bool) -> None:
-    """Fill ``outcome`` from the pipeline's results (see ``run_call`` for their order)."""
-    errors = [e for e in (error_of(conn, r) for r in results) if e is not None]
+def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
+           before_commit: tuple[str, list[Any]] | None, reset_as: str | None) -> list[Step]:
+    """The request's pipeline: settings, statement, pgrst read (and sync); then the reset.
+
+    ``reset_as`` is the engine's login role, given when the connection is to be reset.
+    """
+    settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
+    steps = [Step(settings_sql.encode(), settings_values, prepare=True),
+             Step(call.sql.encode(), call.params, prepare=True)]
+    if before_commit is None:
+        steps.append(_READ_PGRST_STEP)
+        return steps
+    if call.role is not None:
+        steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
+    tail = f"{_READ_PGRST}, {before_commit[0]}"
+    if reset_as is None:
+        steps.append(Step(tail.encode(), before_commit[1], prepare=True))
+        return steps
+    steps.append(Step(f"{tail}, {_COMMITTING}".encode(), before_commit[1], prepare=True))
+    steps.append(SYNC)
+    steps.append(Step(b"SELECT sessdb._reset_request($1)", [reset_as], prepare=True))
+    return steps
+
+
+# set by the request's last statement, taken back by its rollback: sessdb._reset_request runs
+# only after a commit
+_COMMITTING = "set_config('sessdb.end_ok', '1', false)"
+
+
+_STATEMENT_STEP = 1
+
+
+def _stale_statement(backend: Backend, call: Call, results: list[Any]) -> bool:
+    """True when a prepared statement failed before the service statement ran, and was dropped.
+
+    The engine's statements are gone after a ``DEALLOCATE ALL`` (26000), and the service
+    statement's plan no longer fits after its tables changed (0A000, "cached plan must not
+    change result type"). Either error comes at or before the service statement's own step,
+    before it executes; the transaction rolled back with nothing done.
+    """
+    for index, res in enumerate(results[:_STATEMENT_STEP + 1]):
+        if res is None or res.status != ExecStatus.FATAL_ERROR:
+            continue
+        sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE)
+        if sqlstate == b"26000":
+            backend.statements.forget()
+            return True
+        if index == _STATEMENT_STEP and sqlstate == b"0A000" and b"cached plan" in (res.error_message or b""):
+            backend.statements.discard(call.sql.encode())
+            return True
+        return False
+    if any(r is not None and r.status == ExecStatus.FATAL_ERROR
+           and r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000" for r in results):
+        backend.statements.forget()  # after the statement: this request failed, the next one re-prepares
+    return False
+
+
+def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool) -> None:
+    """Fill ``outcome`` from the pipeline's results (see ``_steps`` for their order)."""
+    request = results
+    if end_request:
+        sync = next(i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC)
+        request, reset = results[:sync], results[sync + 1:]
+        outcome.clean = all(r is not None and wire.error_of(r) is None for r in reset)
+    errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]
         outcome.error = (real or errors)[0]
+        outcome.clean = False
         return
     outcome.committed = True
-    statement = results[1]
+    statement = request[1]
     if statement is not None and statement.status == ExecStatus.TUPLES_OK:
         try:
-            outcome.columns, outcome.rows = load_rows(conn, statement)
+            outcome.columns, outcome.rows = wire.load_rows(statement)
         except (psycopg.DataError, ValueError, OverflowError):
             # committed, but a value Python cannot hold (a date 'infinity', a huge interval):
             # answer with PostgreSQL's own text for every value rather than a false failure
-            outcome.columns, outcome.rows = load_rows_as_text(conn, statement)
-    tail = results[_tail_index(results, end_request)]
+            outcome.columns, outcome.rows = wire.load_rows_as_text(statement)
+    tail = request[-1]
     if tail is not None and tail.ntuples:
         outcome.pgrst_headers = _text(tail.get_value(0, 0))
         outcome.pgrst_status = _text(tail.get_value(0, 1))
-    if end_request:
-        ended = results[-1]
-        outcome.clean = ended is not None and ended.get_value(0, 0) == b"t"
-
-
-def _tail_index(results: list[Any], end_request: bool) -> int:
-    """The pgrst/sync step: the last one, or just before the end-request step."""
-    return len(results) - (2 if end_request else 1)
 
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-_RESET_ROLE = Step(b"RESET ROLE")
-_END_REQUEST = Step(b"SELECT sessdb._end_request()")
-_READ_PGRST_STEP = Step(_READ_PGRST.encode())
+_RESET_ROLE = Step(b"RESET ROLE", prepare=True)
+_READ_PGRST_STEP = Step(_READ_PGRST.encode(), prepare=True)
 
 
 def _notice_router(on_event: EventHandler):  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """The pool of connections for sessionless requests.
 
-Connections are reset (``DISCARD ALL``) after every use, off the request path, before anyone
-can take them again. A connection can also leave the pool for good with ``detach`` when its
+Connections are reset after every use, before anyone can take them again: in the request's
+own round trip when it can be (``sessdb._reset_request``), else here, in the background. A connection can also leave the pool for good with ``detach`` when its
 request makes it a session's; the pool then opens a replacement in the background, so that
 ``size`` connections stay ready (contract 5.9).
 """

@@ -5,12 +5,20 @@ statement; a request's handful of statements is sent here with libpq's pipeline 
 psycopg's ``pgconn`` and read back with one socket reader for the whole batch. Every
 parameter goes as text (OID 25). Results come back raw (``PGresult``); ``load_rows`` turns a
 result set into Python values with psycopg's own loaders.
+
+Steps marked ``prepare`` run as named prepared statements of the connection (its
+``Statements``): parsed and planned by PostgreSQL once per connection instead of once per
+request. The names are the engine's own (``_sessdb_<n>``); a statement's Parse goes in the
+same pipeline as its first use, so preparing costs no round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import collections
+import contextlib
+import ctypes
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,44 +32,275 @@ ExecStatus = pq.ExecStatus
 
 @dataclass(frozen=True)
 class Step:
-    """One statement of a pipeline; ``params`` None sends it without parameters."""
+    """One statement of a pipeline; ``params`` None sends it without parameters.
+
+    ``prepare`` runs it as a named prepared statement of the connection (see ``Statements``).
+    ``SYNC`` is no statement but a Sync: it ends the implicit transaction of the steps before
+    it, and its result is the ``PIPELINE_SYNC`` marker.
+    """
 
     sql: bytes
     params: Sequence[str | None] | None = None
+    prepare: bool = False
+    sync: bool = False
 
 
-async def run_pipeline(conn: psycopg.AsyncConnection[Any], steps: Sequence[Step]) -> list[pq.abc.PGresult | None]:
-    """Send ``steps`` in one pipeline and return each step's last result, in order.
+SYNC = Step(b"", sync=True)
 
-    A step after a failed one comes back with status ``PIPELINE_ABORTED``. Raises
-    ``psycopg.OperationalError`` when the connection fails.
+
+class Statements:
+    """The named prepared statements the engine made on one connection: SQL text to name.
+
+    At most ``limit`` are kept; the least recently used is closed (in the next pipeline)
+    when more are needed. ``forget`` is for when PostgreSQL dropped them (``DEALLOCATE
+    ALL``): names are never reused, so a statement left behind cannot be taken for another.
     """
-    pgconn = conn.pgconn
-    loop = asyncio.get_running_loop()
-    fd = pgconn.socket
-    readable = asyncio.Event()
-    loop.add_reader(fd, readable.set)
-    try:
-        pgconn.enter_pipeline_mode()
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self._names: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._to_close: list[bytes] = []
+        self._counter = 0
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name_of(self, sql: bytes) -> bytes | None:
+        """The name ``sql`` is prepared under, or None."""
+        name = self._names.get(sql)
+        if name is not None:
+            self._names.move_to_end(sql)
+        return name
+
+    def new_name(self) -> bytes:
+        """A name no statement of this connection has had."""
+        self._counter += 1
+        return b"_sessdb_%d" % self._counter
+
+    def add(self, sql: bytes, name: bytes) -> None:
+        """Record that ``sql`` is now prepared as ``name``; schedule the oldest for closing."""
+        self._names[sql] = name
+        while len(self._names) > self.limit:
+            _, old = self._names.popitem(last=False)
+            self._to_close.append(old)
+
+    def discard(self, sql: bytes) -> None:
+        """Stop using the statement for ``sql`` (its plan no longer fits); it is closed later."""
+        name = self._names.pop(sql, None)
+        if name is not None:
+            self._to_close.append(name)
+
+    def take_closing(self) -> list[bytes]:
+        """The names to close in the next pipeline."""
+        names, self._to_close = self._to_close, []
+        return names
+
+    def forget(self) -> None:
+        """PostgreSQL no longer has any of them."""
+        self._names.clear()
+        self._to_close.clear()
+
+
+class Wire:
+    """One connection's pipelines, plus what they keep between requests.
+
+    The socket's reader stays registered from one pipeline to the next (two ``epoll_ctl``
+    calls fewer per request). Whoever uses the psycopg connection itself must ``detach``
+    first (``Backend.conn`` does), since psycopg registers and removes its own reader. Data
+    that arrives between pipelines (a notice, the end of the connection) is read at once so
+    that it does not wake the event loop again. Rows are loaded with one psycopg
+    ``Transformer`` per connection and client encoding.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], statements: Statements | None = None) -> None:
+        self.conn = conn
+        self.statements = statements
+        self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._readable: asyncio.Event | None = None
+        self._waiting = False
+        self._transformer: tuple[str, Transformer] | None = None
+        self._encoding: tuple[bytes | None, str] | None = None
+
+    def detach(self) -> None:
+        """Give the socket back to psycopg: remove the reader, if registered."""
+        if self._fd is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+        self._fd = None
+
+    def _attach(self, pgconn: pq.abc.PGconn) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        fd = pgconn.socket
+        if self._fd != fd or self._loop is not loop or self._readable is None:
+            self.detach()
+            self._loop, self._readable = loop, asyncio.Event()
+            loop.add_reader(fd, self._on_readable)
+            self._fd = fd
+        return self._readable
+
+    def _on_readable(self) -> None:
+        if self._waiting:
+            assert self._readable is not None
+            self._readable.set()
+            return
+        pgconn = self.conn.pgconn
+        with contextlib.suppress(psycopg.Error):
+            pgconn.consume_input()  # unasked data: read it, so that the socket is quiet again
+        if pgconn.status != pq.ConnStatus.OK:
+            self.detach()
+
+    async def run(self, steps: Sequence[Step]) -> list[pq.abc.PGresult | None]:
+        """Send ``steps`` in one pipeline and return each step's last result, in order.
+
+        A step after a failed one comes back with status ``PIPELINE_ABORTED``. Raises
+        ``psycopg.OperationalError`` when the connection fails. Without ``statements``, steps
+        marked ``prepare`` run unnamed like the others.
+        """
+        pgconn = self.conn.pgconn
+        readable = self._attach(pgconn)
+        readable.clear()
+        self._waiting = True
         try:
-            for step in steps:
-                _send(pgconn, step)
-            pgconn.pipeline_sync()
-            await _flush(pgconn, loop, fd)
-            return await _collect(pgconn, readable)
+            pgconn.enter_pipeline_mode()
+            try:
+                extra = _send_all(pgconn, steps, self.statements)
+                pgconn.pipeline_sync()
+                await _flush(pgconn, asyncio.get_running_loop(), pgconn.socket)
+                results = await _collect(pgconn, readable, 1 + sum(step.sync for step in steps))
+            finally:
+                if pgconn.status == pq.ConnStatus.OK:
+                    pgconn.exit_pipeline_mode()
+        except BaseException:
+            self.detach()  # a failed or interrupted pipeline: let psycopg see the socket as it is
+            raise
         finally:
-            if pgconn.status == pq.ConnStatus.OK:
-                pgconn.exit_pipeline_mode()
-    finally:
-        loop.remove_reader(fd)
+            self._waiting = False
+        if not extra:
+            return results
+        return _own_results(results, extra, self.statements)
+
+    @property
+    def encoding(self) -> str:
+        """The Python name of the connection's client encoding (a session may change it)."""
+        raw = self.conn.pgconn.parameter_status(b"client_encoding")
+        if self._encoding is None or self._encoding[0] != raw:
+            self._encoding = (raw, self.conn.info.encoding)
+        return self._encoding[1]
+
+    def load_rows(self, res: pq.abc.PGresult) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of a result set, as psycopg would load them."""
+        encoding = self.encoding
+        columns = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
+        if self._transformer is None or self._transformer[0] != encoding:
+            self._transformer = (encoding, Transformer(self.conn))
+        tx = self._transformer[1]
+        tx.set_pgresult(res)
+        return columns, tx.load_rows(0, res.ntuples, tuple)
+
+    def load_rows_as_text(self, res: pq.abc.PGresult) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of a result set with every value as PostgreSQL's text (or None)."""
+        encoding = self.encoding
+        columns = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
+        rows = []
+        for r in range(res.ntuples):
+            values = (res.get_value(r, c) for c in range(res.nfields))
+            rows.append(tuple(None if v is None else bytes(v).decode(encoding, "replace") for v in values))
+        return columns, rows
+
+    def error_of(self, res: pq.abc.PGresult | None) -> psycopg.Error | None:
+        """The error a result carries, or None for a successful one."""
+        if res is None:
+            return None
+        status = res.status
+        if status == ExecStatus.FATAL_ERROR:
+            return psycopg.errors.error_from_result(res, encoding=self.encoding)
+        if status == ExecStatus.PIPELINE_ABORTED:
+            return psycopg.errors.PipelineAborted("pipeline aborted")
+        return None
 
 
-def _send(pgconn: pq.abc.PGconn, step: Step) -> None:
-    if step.params is None:
-        pgconn.send_query_params(step.sql, None)
-        return
-    values = [None if v is None else v.encode("utf-8") for v in step.params]
-    pgconn.send_query_params(step.sql, values, param_types=[TEXT_OID] * len(values))
+def _find_send_sync() -> Callable[[pq.abc.PGconn], None]:
+    """A Sync that is queued, not sent: libpq's ``PQsendPipelineSync`` (libpq 17 and later).
+
+    psycopg does not wrap it, and ``pipeline_sync`` sends (one more system call and one more
+    wake-up of the backend per Sync). It is called on the libpq psycopg itself loaded (found
+    among the process's mappings), so that the connection structure is the one it knows;
+    without it, Syncs inside a pipeline fall back to ``pipeline_sync``.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "/libpq" in line}
+        if len(paths) != 1:
+            raise LookupError("no single libpq mapped")
+        function = ctypes.PyDLL(paths.pop()).PQsendPipelineSync
+    except (OSError, LookupError, AttributeError):
+        return lambda pgconn: pgconn.pipeline_sync()
+    function.argtypes = [ctypes.c_void_p]
+    function.restype = ctypes.c_int
+
+    def send_sync(pgconn: pq.abc.PGconn) -> None:
+        if function(pgconn.pgconn_ptr) != 1:
+            raise psycopg.OperationalError(f"cannot queue a Sync: {pgconn.error_message.decode(errors='replace').strip()}")
+
+    return send_sync
+
+
+_send_sync = _find_send_sync()
+
+
+def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
+              statements: Statements | None) -> dict[int, tuple[bytes, bytes] | None]:
+    """Send every step; the commands sent besides them, by position: (sql, name) of a Parse, or None."""
+    extra: dict[int, tuple[bytes, bytes] | None] = {}
+    if statements is not None:
+        for name in statements.take_closing():
+            extra[len(extra)] = None
+            pgconn.send_close_prepared(name)
+    sent = len(extra)
+    for step in steps:
+        if step.sync:
+            _send_sync(pgconn)
+            sent += 1
+            continue
+        values = None if step.params is None else [None if v is None else v.encode("utf-8") for v in step.params]
+        if step.prepare and statements is not None:
+            name = statements.name_of(step.sql)
+            if name is None:
+                name = statements.new_name()
+                extra[sent] = (step.sql, name)
+                sent += 1
+                pgconn.send_prepare(name, step.sql, param_types=None if values is None else [TEXT_OID] * len(values))
+            pgconn.send_query_prepared(name, values)
+        elif values is None:
+            pgconn.send_query_params(step.sql, None)
+        else:
+            pgconn.send_query_params(step.sql, values, param_types=[TEXT_OID] * len(values))
+        sent += 1
+    return extra
+
+
+def _own_results(results: list[pq.abc.PGresult | None], extra: dict[int, tuple[bytes, bytes] | None],
+                 statements: Statements | None) -> list[pq.abc.PGresult | None]:
+    """The steps' results without those of the Parse and Close commands; records what got prepared.
+
+    A failed Parse (a syntax error) stands as the result of its step, which it aborted.
+    """
+    own = []
+    failed_parse = None
+    for index, res in enumerate(results):
+        if index not in extra:
+            own.append(failed_parse or res)
+            failed_parse = None
+            continue
+        parsed = extra[index]
+        if parsed is None or res is None or statements is None:
+            continue
+        if res.status == ExecStatus.COMMAND_OK:
+            statements.add(*parsed)
+        elif res.status == ExecStatus.FATAL_ERROR:
+            failed_parse = res
+    return own
 
 
 async def _flush(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -74,7 +313,8 @@ async def _flush(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop, fd: int
             loop.remove_writer(fd)
 
 
-async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event) -> list[pq.abc.PGresult | None]:
+async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, syncs: int) -> list[pq.abc.PGresult | None]:
+    """Every command's last result up to the last of ``syncs`` Syncs; a Sync's own is its marker."""
     results: list[pq.abc.PGresult | None] = []
     current: pq.abc.PGresult | None = None
     while True:
@@ -86,38 +326,11 @@ async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event) -> list[pq.ab
                 current = None
                 continue
             if res.status == ExecStatus.PIPELINE_SYNC:
-                return results
+                syncs -= 1
+                if not syncs:
+                    return results
+                results.append(res)
+                continue
             current = res
         readable.clear()
         await readable.wait()
-
-
-def load_rows(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Column names and rows of a result set, as psycopg would load them."""
-    encoding = conn.info.encoding
-    columns = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
-    tx = Transformer(conn)
-    tx.set_pgresult(res)
-    return columns, tx.load_rows(0, res.ntuples, tuple)
-
-
-def load_rows_as_text(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Column names and rows of a result set with every value as PostgreSQL's text (or None)."""
-    encoding = conn.info.encoding
-    columns = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
-    rows = []
-    for r in range(res.ntuples):
-        values = (res.get_value(r, c) for c in range(res.nfields))
-        rows.append(tuple(None if v is None else bytes(v).decode(encoding, "replace") for v in values))
-    return columns, rows
-
-
-def error_of(conn: psycopg.AsyncConnection[Any], res: pq.abc.PGresult | None) -> psycopg.Error | None:
-    """The error a result carries, or None for a successful one."""
-    if res is None:
-        return None
-    if res.status == ExecStatus.FATAL_ERROR:
-        return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
-    if res.status == ExecStatus.PIPELINE_ABORTED:
-        return psycopg.errors.PipelineAborted("pipeline aborted")
-    return None

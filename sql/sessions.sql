@@ -383,28 +383,36 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
--- Run by the engine as the last statement of a sessionless request's pipeline (its implicit
--- transaction commits at the Sync that follows): unless the connection now holds a session,
--- forget everything the request left on it (what DISCARD ALL forgets that a user can see) and
--- answer true, so it can serve the next request at once.
-CREATE OR REPLACE FUNCTION sessdb._end_request()
+-- Run by the engine right after a sessionless request's transaction, in the same round trip
+-- (after the Sync that commits it): forget everything the request left on the connection, which
+-- DISCARD ALL would forget and a user can see, but the engine's own prepared statements, so it
+-- can serve the next request at once. It refuses (fails, and the pool resets the connection in
+-- full) unless the request committed (its last statement sets sessdb.end_ok, which a rollback
+-- takes back), the connection holds no session (a creator's session stays even when its
+-- statement failed), no role or session authorization was changed and nothing was PREPAREd in
+-- SQL. A SQL function: PostgreSQL keeps its plans, where PL/pgSQL would EXECUTE each command.
+DROP FUNCTION IF EXISTS sessdb._end_request();
+CREATE OR REPLACE FUNCTION sessdb._reset_refused()
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('sessdb.holds_session', true) = '1' THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'CLOSE ALL';
-    IF session_user <> current_user OR current_setting('is_superuser') <> (SELECT CASE WHEN rolsuper THEN 'on' ELSE 'off' END FROM pg_roles WHERE rolname = session_user) THEN
-        RETURN false;  -- a changed session authorization: let the engine reset the connection itself
-    END IF;
-    EXECUTE 'RESET ALL';
-    EXECUTE 'DEALLOCATE ALL';
-    EXECUTE 'UNLISTEN *';
-    PERFORM pg_advisory_unlock_all();
-    EXECUTE 'DISCARD TEMP';
-    EXECUTE 'DISCARD SEQUENCES';
-    RETURN true;
+    RAISE EXCEPTION USING ERRCODE = 'SD000', MESSAGE = 'sessdb: this connection needs a full reset';
 END $$;
+
+CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
+                 AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
+                 AND session_user = login AND current_user = login
+                 AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)
+           THEN set_config('sessdb.end_ok', '', false) = '' ELSE sessdb._reset_refused() END;
+    CLOSE ALL;
+    RESET ALL;
+    UNLISTEN *;
+    SELECT pg_advisory_unlock_all();
+    DISCARD TEMP;
+    DISCARD SEQUENCES;
+    SELECT true;
+$$;
 
 -- Database options (SQL Anywhere's SET OPTION PUBLIC.name = value). http_session_timeout is the
 -- default timeout, in minutes, of sessions created from now on; sessions that exist keep theirs

@@ -99,6 +99,55 @@ async def test_scenario_42_a_failed_request_leaves_nothing_either(make_client, s
     assert await (await client.get(f"/{probe}")).text() in ("<none>", "")
 
 
+
+async def test_scenario_42_prepared_statements_cursors_and_listens_do_not_leak(make_client,
+                                                                              services: ServiceMaker) -> None:
+    client = await make_client(pool_size=1)
+    dirty = [
+        await services.create(client, "RAW", "PREPARE leak_stmt AS SELECT 1"),
+        await services.create(client, "RAW", "DECLARE leak_cursor CURSOR WITH HOLD FOR SELECT 1"),
+        await services.create(client, "RAW", "LISTEN leak_channel"),
+    ]
+    probe = await services.create(client, "JSON", """
+        SELECT (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS prepared,
+               (SELECT count(*) FROM pg_cursors WHERE name <> '') AS cursors,
+               (SELECT count(*) FROM pg_listening_channels()) AS listens
+    """)
+    for name in dirty:
+        assert (await client.get(f"/{name}")).status == 200
+        assert await (await client.get(f"/{probe}")).json() == [{"prepared": 0, "cursors": 0, "listens": 0}]
+    assert (await client.get(f"/{dirty[0]}")).status == 200  # the name is free again
+
+
+async def test_engine_statements_come_back_after_deallocate_all(make_client, services: ServiceMaker) -> None:
+    # the engine keeps its statements prepared on each connection; a statement that drops
+    # them all fails (the engine's own statement after it is gone), and the next request
+    # prepares them again
+    client = await make_client(pool_size=1)
+    dropper = await services.create(client, "RAW", "DEALLOCATE ALL")
+    probe = await services.create(client, "RAW", "SELECT 'fine'")
+    assert await (await client.get(f"/{probe}")).text() == "fine"
+    resp = await client.get(f"/{dropper}")
+    assert resp.status in (200, 500)
+    for _ in range(3):
+        resp = await client.get(f"/{probe}")
+        assert (resp.status, await resp.text()) == (200, "fine")
+
+
+async def test_a_changed_table_is_read_with_its_new_columns(make_client, services: ServiceMaker, table: str,
+                                                           svcconn: psycopg.Connection) -> None:
+    # the statement's plan, prepared on the connection, no longer fits: it is made again
+    client = await make_client(pool_size=1)
+    svcconn.execute(f"INSERT INTO public.{table} (v) VALUES ('a')")
+    name = await services.create(client, "JSON", f"SELECT * FROM public.{table}")
+    first = await (await client.get(f"/{name}")).json()
+    assert [row["v"] for row in first] == ["a"]
+    svcconn.execute(f"ALTER TABLE public.{table} ADD COLUMN extra int DEFAULT 7")
+    resp = await client.get(f"/{name}")
+    assert resp.status == 200
+    assert [(row["v"], row["extra"]) for row in await resp.json()] == [("a", 7)]
+
+
 # --- cancellation -----------------------------------------------------------------------------------
 
 
