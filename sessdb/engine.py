@@ -10,6 +10,7 @@ only cancels the statement, and the task settles the session and the connection 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -200,6 +201,9 @@ class Engine:
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
         session = run.session
+        if session is None and run.creator:
+            return list(_sessionless_settings(_minutes(self.default_timeout()), self.slot_class,
+                                              self.settings.max_sessions))
         return [
             ("sessdb.session_id", session.id if session else ""),
             ("sessdb.session_created", session.created_at.isoformat() if session else ""),
@@ -382,6 +386,16 @@ class Engine:
         self.sessions.drop(session, "admin")
         if busy:
             session.backend.cancel_soon()
+
+
+@functools.lru_cache(maxsize=16)
+def _sessionless_settings(default_timeout: str, slot_class: str, max_sessions: int) -> tuple[tuple[str, str], ...]:
+    """The session settings of a request that starts outside any session (the same for all)."""
+    return (
+        ("sessdb.session_id", ""), ("sessdb.session_created", ""), ("sessdb.session_last", ""),
+        ("sessdb.session_timeout", ""), ("sessdb.default_timeout", default_timeout),
+        ("sessdb.session_creator", "1"), ("sessdb.pending_id", ""), ("sessdb.slots", f"{slot_class}:{max_sessions}"),
+    )
 
 
 def _minutes(value: float) -> str:

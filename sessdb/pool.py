@@ -1,8 +1,8 @@
 """The pool of connections for sessionless requests.
 
 Connections are reset after every use, before anyone can take them again: in the request's
-own round trip when it can be (``sessdb._reset_request``), else here, in the background. A connection can also leave the pool for good with ``detach`` when its
-request makes it a session's; the pool then opens a replacement in the background, so that
+own round trip when it can be (``sessdb._reset_request``), else here, in the background. A
+connection can also leave the pool for good with ``detach`` when its request makes it a session's; the pool then opens a replacement in the background, so that
 ``size`` connections stay ready (contract 5.9).
 """
 
@@ -60,11 +60,12 @@ class ConnectionPool:
             # PostgreSQL is unreachable: answer at once rather than keep the client waiting
             self._spawn(self._replace())
             raise ServiceUnavailable(f"the database is unavailable: {self._failing}", retry_after=1)
-        future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Backend] = loop.create_future()
         self._waiters.append(future)
+        expiry = loop.call_later(timeout, _expire, future)  # cheaper than asyncio.timeout
         try:
-            async with asyncio.timeout(timeout):
-                return await future
+            return await future
         except BaseException as exc:
             # Critical section: the waiter may have been handed a connection just as it timed
             # out or its client left; give it on rather than lose it.
@@ -75,6 +76,8 @@ class ConnectionPool:
             if isinstance(exc, TimeoutError):
                 raise ServiceUnavailable("no database connection became free in time", retry_after=1) from None
             raise
+        finally:
+            expiry.cancel()
 
     def release(self, backend: Backend, *, clean: bool = False) -> None:
         """Give a connection back; it is reset in the background before reuse, unless ``clean``."""
@@ -184,3 +187,9 @@ class ConnectionPool:
         task = asyncio.get_running_loop().create_task(coro, name="sessdb-pool")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _expire(future: asyncio.Future[Backend]) -> None:
+    """A waiter's time is up (unless it was served just now)."""
+    if not future.done():
+        future.set_exception(TimeoutError())

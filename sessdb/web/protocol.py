@@ -70,11 +70,13 @@ class SessdbRequestHandler(RequestHandler):
         super().__init__(*args, **kwargs)
         self._read_timeout = read_timeout
         self._read_timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
         self._partial = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_read_timer()
+        self._last_read = self._loop.time()
+        self._arm_read_timer(self._read_timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_read_timer()
@@ -84,12 +86,14 @@ class SessdbRequestHandler(RequestHandler):
         before = self._request_count
         super().data_received(data)
         self._partial = self._request_count == before
-        self._arm_read_timer()
+        # the timer is not moved on every read (a cancel and a new timer per request); it
+        # looks at the time of the last read when it fires
+        self._last_read = self._loop.time()
 
-    def _arm_read_timer(self) -> None:
+    def _arm_read_timer(self, delay: float) -> None:
         self._disarm_read_timer()
         if self._read_timeout > 0:
-            self._read_timer = self._loop.call_later(self._read_timeout, self._read_timed_out)
+            self._read_timer = self._loop.call_later(delay, self._read_timed_out)
 
     def _disarm_read_timer(self) -> None:
         if self._read_timer is not None:
@@ -101,11 +105,15 @@ class SessdbRequestHandler(RequestHandler):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        quiet = self._loop.time() - self._last_read
+        if quiet < self._read_timeout:
+            self._arm_read_timer(self._read_timeout - quiet)
+            return
         waiting_for_first = self._request_count == 0
         if self._current_request is not None or self._messages or not (self._partial or waiting_for_first):
             # a request is being served, or an idle keep-alive connection (aiohttp's own
             # keepalive_timeout closes those): nothing to time out here
-            self._arm_read_timer()
+            self._arm_read_timer(self._read_timeout)
             return
         log.info("closing a connection that sent nothing for %.0fs (408)", self._read_timeout)
         body = json.dumps({"code": None, "message": "request timeout", "detail": None, "hint": None}).encode()

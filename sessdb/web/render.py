@@ -21,6 +21,7 @@ both are always well-formed.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
@@ -336,8 +337,14 @@ def _unique(names: list[str]) -> list[str]:
 # --- JSON ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _json_keys(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The JSON member names of a result's columns (a service's columns rarely change)."""
+    return tuple(_JSON.string(name) for name in _unique(list(columns)))
+
+
 def _render_json(columns: list[str], rows: list[Row]) -> bytes:
-    keys = [_JSON.string(name) for name in _unique(list(columns))]
+    keys = _json_keys(tuple(columns))
     objects = []
     for row in rows:
         members = ",".join(f"{key}:{_JSON.value(value)}" for key, value in zip(keys, row, strict=False))
