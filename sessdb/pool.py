@@ -2,8 +2,9 @@
 
 Connections are reset after every use, before anyone can take them again: in the request's
 own round trip when it can be (``sessdb._reset_request``), else here, in the background. A
-connection can also leave the pool for good with ``detach`` when its request makes it a session's; the pool then opens a replacement in the background, so that
-``size`` connections stay ready (contract 5.9).
+connection can also leave the pool for good with ``detach`` when its request makes it a
+session's; the pool then opens a replacement in the background, so that ``size`` connections
+stay ready (contract 5.9).
 """
 
 from __future__ import annotations
