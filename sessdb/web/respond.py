@@ -115,8 +115,12 @@ def _error_status(outcome: Outcome, plan: ResponsePlan, timed_out: bool) -> int:
 
 
 def _response(plan: ResponsePlan, status: int, body: bytes, ctype: str, *, failed: bool) -> web.Response:
-    response = ServiceResponse(status=status, reason=plan.reason, body=body)
-    response.removed = frozenset(plan.removed & SERVER_HEADERS)
+    removed = plan.removed & SERVER_HEADERS
+    if removed:
+        response: web.Response = ServiceResponse(status=status, reason=plan.reason, body=body)
+        response.removed = frozenset(removed)  # type: ignore[attr-defined]
+    else:
+        response = web.Response(status=status, reason=plan.reason, body=body)
     headers = dict(plan.headers)
     if failed and plan.status is None:
         headers["content-type"] = ("Content-Type", ctype)  # the error document, whatever was set
