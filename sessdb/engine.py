@@ -74,6 +74,7 @@ class Engine:
         self.sweeper = Sweeper(self)
         self.state_server = None  # sessdb.stateserver.server.StateServer when STATE_PORT is set
         self._tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
+        self._inline: set[asyncio.Future[None]] = set()  # calls running in their handler's task
         self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class Engine:
         """Graceful stop, first part: refuse new calls, give running ones ``grace`` seconds, then
         cancel their statements (their requests answer 503) and wait for them to end."""
         self._stopping = True
-        running = list(self._tasks)
+        running = [*self._tasks, *self._inline]
         if running:
             log.info("waiting up to %.0fs for %d running calls", grace, len(running))
             _, pending = await asyncio.wait(running, timeout=grace)
@@ -110,7 +111,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop the parts, close every session and connection."""
-        log.info("stopping the engine: %d sessions, %d calls running", len(self.sessions), len(self._tasks))
+        log.info("stopping the engine: %d sessions, %d calls running", len(self.sessions),
+                 len(self._tasks) + len(self._inline))
         self._stopping = True
         if self.state_server is not None:
             await self.state_server.stop()
@@ -120,7 +122,7 @@ class Engine:
             self.sessions.drop(session, "shutdown")
             if not session.busy:
                 self.sessions.close(session)
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._inline, return_exceptions=True)
         for session in self.sessions:
             await session.backend.close()
         await self.pool.close()
@@ -158,8 +160,11 @@ class Engine:
 
     # -- running calls -------------------------------------------------------------------------
 
-    async def run(self, service: Service, inp: HttpInput, call: Call) -> Result:
-        """Run ``call`` for a request: in its session when it presents a live one, else pooled."""
+    async def run(self, service: Service, inp: HttpInput, call: Call, ticket: Ticket | None = None) -> Result:
+        """Run ``call`` for a request: in its session when it presents a live one, else pooled.
+
+        ``ticket`` is the request's, when its HTTP connection reports a departing client to it.
+        """
         if self._stopping:
             raise ServiceUnavailable("the engine is shutting down")
         presented = inp.session_id()
@@ -174,19 +179,36 @@ class Engine:
             assert presented is not None
             grant = await self.sessions.enter(session, presented, inp.peer)
             if grant is Grant.RUN:
-                result = await self._owned(lambda t: self._run_in_session(session, call, inp, t), session.backend)
+                result = await self._owned(lambda t: self._run_in_session(session, call, inp, t), session.backend,
+                                           ticket)
                 result.set_cookie = result.set_cookie or new_cookie
                 return result
         backend = await self.pool.acquire()
-        return await self._owned(lambda t: self._run_pooled(backend, call, inp, t), backend)
+        return await self._owned(lambda t: self._run_pooled(backend, call, inp, t), backend, ticket)
 
-    async def _owned(self, work: Callable[[Ticket], Awaitable[Result]], backend: Backend) -> Result:
-        """Run ``work`` in a task the engine owns; the task itself is never cancelled.
+    async def _owned(self, work: Callable[[Ticket], Awaitable[Result]], backend: Backend,
+                     ticket: Ticket | None) -> Result:
+        """Run ``work`` to the end even when the client leaves; the call is never interrupted.
 
-        When the client leaves, its ticket is marked abandoned: a statement not yet sent is
-        not sent, one on the wire is cancelled in PostgreSQL, and the task settles the session
-        and the connection to the end either way.
+        With a guarded ticket, the HTTP connection reports a departing client to the ticket
+        instead of cancelling the handler, and ``work`` runs right here. Otherwise it runs in a
+        task the engine owns, which is never cancelled. Either way a statement not yet sent is
+        not sent, one on the wire is cancelled in PostgreSQL, and the session and the
+        connection are settled to the end; then the request ends as cancelled.
         """
+        if ticket is not None and ticket.guarded:
+            ticket.backend, ticket.shielded = backend, True
+            running: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # for drain
+            self._inline.add(running)
+            try:
+                result = await work(ticket)
+            finally:
+                ticket.backend, ticket.shielded = None, False
+                self._inline.discard(running)
+                running.set_result(None)
+            if ticket.abandoned:
+                raise asyncio.CancelledError("the client went away")
+            return result
         ticket = Ticket()
         task = asyncio.ensure_future(work(ticket))
         self._tasks.add(task)
@@ -194,9 +216,8 @@ class Engine:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            ticket.abandoned = True
-            if not task.done() and backend.running:
-                backend.cancel_soon()
+            ticket.backend = backend
+            ticket.client_left()
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:

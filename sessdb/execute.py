@@ -35,9 +35,23 @@ EventHandler = Callable[[dict[str, Any]], None]
 
 @dataclass
 class Ticket:
-    """A request's claim on its call: ``abandoned`` once its client has gone away."""
+    """A request's claim on its call: ``abandoned`` once its client has gone away.
+
+    A ticket is ``guarded`` when the HTTP connection tells it that the client left (see
+    ``web.protocol``) instead of cancelling the handler: the call then runs in the handler's
+    own task, with no task of its own, and ``shielded`` while it must not be interrupted.
+    """
 
     abandoned: bool = False
+    guarded: bool = False
+    shielded: bool = False
+    backend: Backend | None = None
+
+    def client_left(self) -> None:
+        """The client went away: a statement not yet sent is not sent, one running is cancelled."""
+        self.abandoned = True
+        if self.backend is not None and self.backend.running:
+            self.backend.cancel_soon()
 
 
 @dataclass

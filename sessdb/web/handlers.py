@@ -15,12 +15,14 @@ from aiohttp import web
 
 from sessdb import errors, soap, wsdl
 from sessdb.engine import Result
+from sessdb.execute import Ticket
 from sessdb.plan import plan_call
 from sessdb.query import SqlLexError
 from sessdb.routing import Route, Service, UrlTooDeep, resolve
 from sessdb.web.app_keys import ENGINE
 from sessdb.web.errors import response_for
 from sessdb.web.inputs import HttpInput, Variable, read_input
+from sessdb.web.protocol import SessdbRequestHandler
 from sessdb.web.respond import build_response, build_soap_response
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE"})
@@ -76,7 +78,15 @@ async def _run(request: web.Request, inp: HttpInput, route: Route) -> Result:
         call = plan_call(route, inp, role=role)
     except SqlLexError as exc:
         raise errors.SessdbError(f"service {service.name!r} has a broken statement: {exc}") from None
-    return await engine.run(service, inp, call)
+    ticket = Ticket()
+    protocol = request.protocol
+    if not isinstance(protocol, SessdbRequestHandler):
+        return await engine.run(service, inp, call)
+    protocol.guard(ticket)
+    try:
+        return await engine.run(service, inp, call, ticket)
+    finally:
+        protocol.unguard(ticket)
 
 
 def _redirect(inp: HttpInput, result: Result) -> web.Response:

@@ -19,6 +19,8 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
+from sessdb.execute import Ticket
+
 log = logging.getLogger("sessdb.web")
 
 REQUEST_LINE_LIMIT = 8192
@@ -72,6 +74,7 @@ class SessdbRequestHandler(RequestHandler):
         self._read_timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         self._partial = False
+        self._ticket: Ticket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -80,7 +83,22 @@ class SessdbRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_read_timer()
+        ticket = self._ticket
+        if ticket is not None and ticket.shielded:
+            # not cancelled: the engine finishes the call, settles it and then ends the request
+            self._task_handler = None
+            ticket.client_left()
         super().connection_lost(exc)
+
+    def guard(self, ticket: Ticket) -> None:
+        """Tell ``ticket``, rather than cancel the handler, when the client leaves during its call."""
+        ticket.guarded = True
+        self._ticket = ticket
+
+    def unguard(self, ticket: Ticket) -> None:
+        """The call of ``ticket`` is over."""
+        if self._ticket is ticket:
+            self._ticket = None
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
