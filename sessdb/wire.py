@@ -129,15 +129,15 @@ class Wire:
                 self._loop.remove_reader(self._fd)
         self._fd = None
 
-    def _attach(self, pgconn: pq.abc.PGconn) -> asyncio.Event:
+    def _attach(self, pgconn: pq.abc.PGconn) -> tuple[asyncio.Event, int]:
         loop = asyncio.get_running_loop()
-        fd = pgconn.socket
-        if self._fd != fd or self._loop is not loop or self._readable is None:
+        if self._fd is None or self._loop is not loop or self._readable is None:
             self.detach()
+            fd = pgconn.socket
             self._loop, self._readable = loop, asyncio.Event()
             loop.add_reader(fd, self._on_readable)
             self._fd = fd
-        return self._readable
+        return self._readable, self._fd
 
     def _on_readable(self) -> None:
         if self._waiting:
@@ -158,7 +158,7 @@ class Wire:
         marked ``prepare`` run unnamed like the others.
         """
         pgconn = self.conn.pgconn
-        readable = self._attach(pgconn)
+        readable, fd = self._attach(pgconn)
         readable.clear()
         self._waiting = True
         try:
@@ -166,7 +166,7 @@ class Wire:
             try:
                 extra = _send_all(pgconn, steps, self.statements)
                 pgconn.pipeline_sync()
-                await _flush(pgconn, asyncio.get_running_loop(), pgconn.socket)
+                await _flush(pgconn, asyncio.get_running_loop(), fd)
                 results = await _collect(pgconn, readable, 1 + sum(step.sync for step in steps))
             finally:
                 if pgconn.status == pq.ConnStatus.OK:
