@@ -86,7 +86,7 @@ class Backend:
     def broken(self) -> bool:
         """True when the connection cannot be used again."""
         conn = self._conn
-        return conn.closed or conn.broken or conn.pgconn.status == ConnStatus.BAD
+        return conn.closed or conn.broken or conn.pgconn.status == ConnStatus.BAD or self.wire.interrupted
 
     @property
     def status(self) -> TransactionStatus:

@@ -191,12 +191,13 @@ class Engine:
         """Run ``work`` to the end even when the client leaves; the call is never interrupted.
 
         With a guarded ticket, the HTTP connection reports a departing client to the ticket
-        instead of cancelling the handler, and ``work`` runs right here. Otherwise it runs in a
-        task the engine owns, which is never cancelled. Either way a statement not yet sent is
+        instead of cancelling the handler, and ``work`` runs right here. Otherwise, and once the
+        engine is stopping (aiohttp's shutdown cancels handlers), it runs in a task the engine
+        owns, which is never cancelled. Either way a statement not yet sent is
         not sent, one on the wire is cancelled in PostgreSQL, and the session and the
         connection are settled to the end; then the request ends as cancelled.
         """
-        if ticket is not None and ticket.guarded:
+        if ticket is not None and ticket.guarded and not self._stopping:
             ticket.backend, ticket.shielded = backend, True
             running: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # for drain
             self._inline.add(running)
@@ -216,8 +217,10 @@ class Engine:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            ticket.backend = backend
-            ticket.client_left()
+            ticket.abandoned = True
+            if not task.done():  # else the backend may be serving the next request already
+                ticket.backend = backend
+                ticket.client_left()
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:

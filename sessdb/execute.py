@@ -112,7 +112,7 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     try:
         for attempt in (1, 2):
             results = await backend.wire.run(steps)
-            if attempt == 1 and _stale_statement(backend, call, results):
+            if attempt == 1 and _stale_statement(backend, call, results) and not (ticket and ticket.abandoned):
                 continue  # nothing of the request ran: send it again with fresh statements
             _settle(backend.wire, outcome, results, end_request)
             break
@@ -162,35 +162,46 @@ _STATEMENT_STEP = 1
 def _stale_statement(backend: Backend, call: Call, results: list[Any]) -> bool:
     """True when a prepared statement failed before the service statement ran, and was dropped.
 
-    The engine's statements are gone after a ``DEALLOCATE ALL`` (26000), and the service
-    statement's plan no longer fits after its tables changed (0A000, "cached plan must not
-    change result type"). Either error comes at or before the service statement's own step,
-    before it executes; the transaction rolled back with nothing done.
+    The engine's statements are gone after a ``DEALLOCATE ALL`` (26000, naming one of them),
+    and the service statement's plan no longer fits after its tables changed (0A000, "cached
+    plan must not change result type"). Only such an error of the Bind itself counts: it has
+    no context (one raised while a statement runs names where it came from), it comes at or
+    before the service statement's own step, before that executes, and the transaction
+    rolled back with nothing done.
     """
     for index, res in enumerate(results[:_STATEMENT_STEP + 1]):
         if res is None or res.status != ExecStatus.FATAL_ERROR:
             continue
         sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE)
-        if sqlstate == b"26000":
+        message = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+        top_level = not res.error_field(pq.DiagnosticField.CONTEXT)
+        if top_level and sqlstate == b"26000" and b'"_sessdb_' in message:
             backend.statements.forget()
             return True
-        if index == _STATEMENT_STEP and sqlstate == b"0A000" and b"cached plan" in (res.error_message or b""):
+        if top_level and index == _STATEMENT_STEP and sqlstate == b"0A000" and b"cached plan" in message:
             backend.statements.discard(call.sql.encode())
             return True
         return False
-    if any(r is not None and r.status == ExecStatus.FATAL_ERROR
-           and r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000" for r in results):
+    if any(_names_own_statement(r) for r in results):
         backend.statements.forget()  # after the statement: this request failed, the next one re-prepares
     return False
+
+
+def _names_own_statement(res: Any) -> bool:
+    """True for an error saying that one of the engine's prepared statements does not exist."""
+    return (res is not None and res.status == ExecStatus.FATAL_ERROR
+            and res.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
+            and b'"_sessdb_' in (res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""))
 
 
 def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool) -> None:
     """Fill ``outcome`` from the pipeline's results (see ``_steps`` for their order)."""
     request = results
     if end_request:
-        sync = next(i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC)
+        sync = next((i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC),
+                    len(results))
         request, reset = results[:sync], results[sync + 1:]
-        outcome.clean = all(r is not None and wire.error_of(r) is None for r in reset)
+        outcome.clean = bool(reset) and all(r is not None and wire.error_of(r) is None for r in reset)
     errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]

@@ -121,6 +121,7 @@ class Wire:
         self._waiting = False
         self._transformer: tuple[str, Transformer] | None = None
         self._encoding: tuple[bytes | None, str] | None = None
+        self.interrupted = False  # a pipeline ended before all its results were read
 
     def detach(self) -> None:
         """Give the socket back to psycopg: remove the reader, if registered."""
@@ -164,13 +165,14 @@ class Wire:
         try:
             pgconn.enter_pipeline_mode()
             try:
-                extra = _send_all(pgconn, steps, self.statements)
+                extra, sizes = _send_all(pgconn, steps, self.statements)
                 pgconn.pipeline_sync()
                 await _flush(pgconn, asyncio.get_running_loop(), fd)
-                results = await _collect(pgconn, readable, 1 + sum(step.sync for step in steps))
-            finally:
-                if pgconn.status == pq.ConnStatus.OK:
-                    pgconn.exit_pipeline_mode()
+                results = await _collect(pgconn, readable, sizes)
+            except BaseException:
+                self.interrupted = True  # results may be pending: the connection cannot be used again
+                raise
+            pgconn.exit_pipeline_mode()
         except BaseException:
             self.detach()  # a failed or interrupted pipeline: let psycopg see the socket as it is
             raise
@@ -250,9 +252,14 @@ _send_sync = _find_send_sync()
 
 
 def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
-              statements: Statements | None) -> dict[int, tuple[bytes, bytes] | None]:
-    """Send every step; the commands sent besides them, by position: (sql, name) of a Parse, or None."""
+              statements: Statements | None) -> tuple[dict[int, tuple[bytes, bytes] | None], list[int]]:
+    """Send every step but the final Sync.
+
+    Returns the commands sent besides the steps, by position ((sql, name) of a Parse, None
+    of a Close), and the number of commands before each Sync.
+    """
     extra: dict[int, tuple[bytes, bytes] | None] = {}
+    sizes: list[int] = []
     if statements is not None:
         for name in statements.take_closing():
             extra[len(extra)] = None
@@ -261,6 +268,7 @@ def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
     for step in steps:
         if step.sync:
             _send_sync(pgconn)
+            sizes.append(sent - sum(sizes) - len(sizes))
             sent += 1
             continue
         values = None if step.params is None else [None if v is None else v.encode("utf-8") for v in step.params]
@@ -277,7 +285,8 @@ def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
         else:
             pgconn.send_query_params(step.sql, values, param_types=[TEXT_OID] * len(values))
         sent += 1
-    return extra
+    sizes.append(sent - sum(sizes) - len(sizes))
+    return extra, sizes
 
 
 def _own_results(results: list[pq.abc.PGresult | None], extra: dict[int, tuple[bytes, bytes] | None],
@@ -313,10 +322,16 @@ async def _flush(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop, fd: int
             loop.remove_writer(fd)
 
 
-async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, syncs: int) -> list[pq.abc.PGresult | None]:
-    """Every command's last result up to the last of ``syncs`` Syncs; a Sync's own is its marker."""
+async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, sizes: list[int]) -> list[pq.abc.PGresult | None]:
+    """Each command's last result, and the marker of each Sync but the last.
+
+    ``sizes`` are the numbers of commands before each Sync. An error at a Sync itself (a
+    commit that fails: a deferred constraint, a serialization failure) stands as the result
+    of the last command before it, so that positions stay those of the commands.
+    """
     results: list[pq.abc.PGresult | None] = []
     current: pq.abc.PGresult | None = None
+    segment, start = 0, 0
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
@@ -325,12 +340,25 @@ async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, syncs: int) -
                 results.append(current)  # the end of one statement's results
                 current = None
                 continue
-            if res.status == ExecStatus.PIPELINE_SYNC:
-                syncs -= 1
-                if not syncs:
-                    return results
-                results.append(res)
+            if res.status != ExecStatus.PIPELINE_SYNC:
+                current = res
                 continue
-            current = res
+            _close_segment(results, start, sizes[segment], current)
+            current = None
+            segment += 1
+            if segment == len(sizes):
+                return results
+            results.append(res)
+            start = len(results)
         readable.clear()
         await readable.wait()
+
+
+def _close_segment(results: list[pq.abc.PGresult | None], start: int, size: int,
+                   pending: pq.abc.PGresult | None) -> None:
+    """Trim the results since ``start`` to ``size``; an error beyond them replaces the last."""
+    surplus = [r for r in [*results[start + size:], pending] if r is not None and r.status == ExecStatus.FATAL_ERROR]
+    del results[start + size:]
+    results.extend([None] * (start + size - len(results)))
+    if surplus and size:
+        results[-1] = surplus[0]

@@ -148,6 +148,33 @@ async def test_a_changed_table_is_read_with_its_new_columns(make_client, service
     assert [(row["v"], row["extra"]) for row in await resp.json()] == [("a", 7)]
 
 
+
+async def test_a_commit_that_fails_answers_its_error(make_client, services: ServiceMaker, table: str,
+                                                    svcconn: psycopg.Connection) -> None:
+    # a deferred constraint fails at the commit, that is at the Sync that ends the request's
+    # statements, after the statement itself succeeded; the connection serves on
+    parent = unique("parent")
+    svcconn.execute(f"CREATE TABLE public.{parent} (id int PRIMARY KEY)")
+    svcconn.execute(f"GRANT ALL ON public.{parent} TO PUBLIC")
+    svcconn.execute(f"ALTER TABLE public.{table} ADD COLUMN parent int REFERENCES public.{parent} (id) "
+                    "DEFERRABLE INITIALLY DEFERRED")
+    try:
+        client = await make_client(pool_size=1)
+        failing = await services.create(client, "JSON", f"INSERT INTO public.{table} (v, parent) "
+                                                        "VALUES ('orphan', 42) RETURNING v")
+        probe = await services.create(client, "RAW", "SELECT 'fine'")
+        for _ in range(3):  # the first on a fresh connection, the next after a full reset
+            resp = await client.get(f"/{failing}")
+            assert resp.status == 500
+            assert (await resp.json())["code"] == "23503"
+            resp = await client.get(f"/{probe}")
+            assert (resp.status, await resp.text()) == (200, "fine")
+        assert svcconn.execute(f"SELECT count(*) FROM public.{table}").fetchone() == (0,)
+    finally:
+        svcconn.execute(f"DROP TABLE public.{table}")
+        svcconn.execute(f"DROP TABLE public.{parent}")
+
+
 # --- cancellation -----------------------------------------------------------------------------------
 
 
