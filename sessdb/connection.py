@@ -18,7 +18,7 @@ import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
-from sessdb.wire import Statements, Wire
+from sessdb.wire import Wire
 
 log = logging.getLogger("sessdb.connection")
 
@@ -48,8 +48,7 @@ class Backend:
         self.on_notice: NoticeHandler | None = None
         self.cancelling: asyncio.Task[None] | None = None
         self.running = False  # a request's statement is on the wire (see execute.run_call)
-        self.statements = Statements()  # the engine's named prepared statements here
-        self.wire = Wire(conn, self.statements)  # the request pipelines (see execute.run_call)
+        self.wire = Wire(conn)  # the request pipelines and prepared statements (see execute.run_call)
         conn.add_notice_handler(self._notice)
         # HTTP variables bind as text (contract 3), not as psycopg's default 'unknown'
         conn.adapters.register_dumper(str, StrDumper)
@@ -61,7 +60,7 @@ class Backend:
             dsn,
             autocommit=True,
             # no prepared statements of psycopg's own: a reset's DEALLOCATE ALL would pull them
-            # from under it (the engine's pipelines keep theirs in Backend.statements)
+            # from under it (the engine's pipelines keep theirs in Backend.wire.statements)
             prepare_threshold=None,
             application_name=app_name,
             options=f"-c search_path={SEARCH_PATH.replace(' ', '')}",
@@ -111,7 +110,7 @@ class Backend:
         except psycopg.Error:
             return False
         finally:
-            self.statements.forget()  # DEALLOCATE ALL
+            self.wire.statements.forget()  # DEALLOCATE ALL
         return self.status == TransactionStatus.IDLE
 
     async def rollback_if_needed(self) -> bool:

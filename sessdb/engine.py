@@ -225,19 +225,19 @@ class Engine:
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
         session = run.session
+        slots, default_timeout = f"{self.slot_class}:{self.settings.max_sessions}", _minutes(self.default_timeout())
         if session is None and run.creator:
-            return list(_sessionless_settings(_minutes(self.default_timeout()), self.slot_class,
-                                              self.settings.max_sessions))
-        return [
-            ("sessdb.session_id", session.id if session else ""),
-            ("sessdb.session_created", session.created_at.isoformat() if session else ""),
-            ("sessdb.session_last", session.last_time.isoformat() if session and session.last_time else ""),
-            ("sessdb.session_timeout", _minutes(session.timeout_minutes) if session else ""),
-            ("sessdb.default_timeout", _minutes(self.default_timeout())),
-            ("sessdb.session_creator", "1" if run.creator else "0"),
-            ("sessdb.pending_id", ""),
-            ("sessdb.slots", f"{self.slot_class}:{self.settings.max_sessions}"),
-        ]
+            return list(_sessionless_settings(default_timeout, slots))
+        return list(zip(_SESSION_SETTINGS, (
+            session.id if session else "",
+            session.created_at.isoformat() if session else "",
+            session.last_time.isoformat() if session and session.last_time else "",
+            _minutes(session.timeout_minutes) if session else "",
+            default_timeout,
+            "1" if run.creator else "0",
+            "",
+            slots,
+        ), strict=True))
 
     async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
                        ticket: Ticket, *, sync: bool) -> Outcome:
@@ -412,14 +412,17 @@ class Engine:
             session.backend.cancel_soon()
 
 
+# what a request's session settings name, in this order (see sql/sessions.sql)
+_SESSION_SETTINGS = (
+    "sessdb.session_id", "sessdb.session_created", "sessdb.session_last", "sessdb.session_timeout",
+    "sessdb.default_timeout", "sessdb.session_creator", "sessdb.pending_id", "sessdb.slots",
+)
+
+
 @functools.lru_cache(maxsize=16)
-def _sessionless_settings(default_timeout: str, slot_class: str, max_sessions: int) -> tuple[tuple[str, str], ...]:
+def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, str], ...]:
     """The session settings of a request that starts outside any session (the same for all)."""
-    return (
-        ("sessdb.session_id", ""), ("sessdb.session_created", ""), ("sessdb.session_last", ""),
-        ("sessdb.session_timeout", ""), ("sessdb.default_timeout", default_timeout),
-        ("sessdb.session_creator", "1"), ("sessdb.pending_id", ""), ("sessdb.slots", f"{slot_class}:{max_sessions}"),
-    )
+    return tuple(zip(_SESSION_SETTINGS, ("", "", "", "", default_timeout, "1", "", slots), strict=True))
 
 
 def _minutes(value: float) -> str:

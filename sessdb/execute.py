@@ -134,8 +134,8 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     ``reset_as`` is the engine's login role, given when the connection is to be reset.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
-    steps = [Step(settings_sql.encode(), settings_values, prepare=True),
-             Step(call.sql.encode(), call.params, prepare=True)]
+    steps = [Step(settings_sql.encode(), settings_values),
+             Step(call.sql.encode(), call.params)]
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
         return steps
@@ -143,11 +143,11 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
         steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
     tail = f"{_READ_PGRST}, {before_commit[0]}"
     if reset_as is None:
-        steps.append(Step(tail.encode(), before_commit[1], prepare=True))
+        steps.append(Step(tail.encode(), before_commit[1]))
         return steps
-    steps.append(Step(f"{tail}, {_COMMITTING}".encode(), before_commit[1], prepare=True))
+    steps.append(Step(f"{tail}, {_COMMITTING}".encode(), before_commit[1]))
     steps.append(SYNC)
-    steps.append(Step(b"SELECT sessdb._reset_request($1)", [reset_as], prepare=True))
+    steps.append(Step(b"SELECT sessdb._reset_request($1)", [reset_as]))
     return steps
 
 
@@ -172,18 +172,19 @@ def _stale_statement(backend: Backend, call: Call, results: list[Any]) -> bool:
     for index, res in enumerate(results[:_STATEMENT_STEP + 1]):
         if res is None or res.status != ExecStatus.FATAL_ERROR:
             continue
-        sqlstate = res.error_field(pq.DiagnosticField.SQLSTATE)
-        message = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
-        top_level = not res.error_field(pq.DiagnosticField.CONTEXT)
-        if top_level and sqlstate == b"26000" and b'"_sessdb_' in message:
-            backend.statements.forget()
+        if res.error_field(pq.DiagnosticField.CONTEXT):
+            return False  # raised while a statement ran, not by the Bind
+        if _names_own_statement(res):
+            backend.wire.statements.forget()
             return True
-        if top_level and index == _STATEMENT_STEP and sqlstate == b"0A000" and b"cached plan" in message:
-            backend.statements.discard(call.sql.encode())
+        message = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+        if index == _STATEMENT_STEP and res.error_field(pq.DiagnosticField.SQLSTATE) == b"0A000" \
+                and b"cached plan" in message:
+            backend.wire.statements.discard(call.sql.encode())
             return True
         return False
     if any(_names_own_statement(r) for r in results):
-        backend.statements.forget()  # after the statement: this request failed, the next one re-prepares
+        backend.wire.statements.forget()  # after the statement: this request failed, the next one re-prepares
     return False
 
 
@@ -227,8 +228,8 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-_RESET_ROLE = Step(b"RESET ROLE", prepare=True)
-_READ_PGRST_STEP = Step(_READ_PGRST.encode(), prepare=True)
+_RESET_ROLE = Step(b"RESET ROLE")
+_READ_PGRST_STEP = Step(_READ_PGRST.encode())
 
 
 def _notice_router(on_event: EventHandler):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ has no HTTPS listener and would otherwise serve the service in clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -296,13 +296,16 @@ def _clauses(cursor: _Cursor, args: dict[str, object], statement: str) -> None:
         raise ServiceSyntaxError("ALTER SERVICE needs at least one clause to change")
 
 
+def _take_choice(what: str, choices: Sequence[str], value: str) -> str:
+    """``value`` (a quoted string just taken) when it is one of ``choices``; else a syntax error."""
+    if value not in choices:
+        raise ServiceSyntaxError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}", value)
+    return value
+
+
 def _type_clause(cursor: _Cursor, keyword: str, args: dict[str, object]) -> None:
     value = cursor.take_string("a quoted service type after TYPE").upper()
-    if value not in SERVICE_TYPES:
-        raise ServiceSyntaxError(
-            f"unknown service type {value!r}; expected one of {', '.join(SERVICE_TYPES)}", value
-        )
-    args["type"] = value
+    args["type"] = _take_choice("service type", SERVICE_TYPES, value)
 
 
 def _url_clause(cursor: _Cursor, keyword: str, args: dict[str, object]) -> None:
@@ -366,11 +369,7 @@ def _datatype_clause(cursor: _Cursor, keyword: str, args: dict[str, object]) -> 
 
 def _session_clause(cursor: _Cursor, keyword: str, args: dict[str, object]) -> None:
     value = cursor.take_string("a quoted session mode after SESSION").lower()
-    if value not in SESSION_MODES:
-        raise ServiceSyntaxError(
-            f"unknown SESSION mode {value!r}; expected one of {', '.join(SESSION_MODES)}", value
-        )
-    args["session"] = value
+    args["session"] = _take_choice("SESSION mode", SESSION_MODES, value)
 
 
 def _as_clause(cursor: _Cursor, keyword: str, args: dict[str, object]) -> None:

@@ -32,16 +32,15 @@ ExecStatus = pq.ExecStatus
 
 @dataclass(frozen=True)
 class Step:
-    """One statement of a pipeline; ``params`` None sends it without parameters.
+    """One statement of a pipeline, run as a named prepared statement of the connection (see
+    ``Statements``); ``params`` None sends it without parameters.
 
-    ``prepare`` runs it as a named prepared statement of the connection (see ``Statements``).
     ``SYNC`` is no statement but a Sync: it ends the implicit transaction of the steps before
     it, and its result is the ``PIPELINE_SYNC`` marker.
     """
 
     sql: bytes
     params: Sequence[str | None] | None = None
-    prepare: bool = False
     sync: bool = False
 
 
@@ -61,9 +60,6 @@ class Statements:
         self._names: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._to_close: list[bytes] = []
         self._counter = 0
-
-    def __len__(self) -> int:
-        return len(self._names)
 
     def name_of(self, sql: bytes) -> bytes | None:
         """The name ``sql`` is prepared under, or None."""
@@ -112,9 +108,9 @@ class Wire:
     ``Transformer`` per connection and client encoding.
     """
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], statements: Statements | None = None) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
-        self.statements = statements
+        self.statements = Statements()
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._readable: asyncio.Event | None = None
@@ -155,8 +151,7 @@ class Wire:
         """Send ``steps`` in one pipeline and return each step's last result, in order.
 
         A step after a failed one comes back with status ``PIPELINE_ABORTED``. Raises
-        ``psycopg.OperationalError`` when the connection fails. Without ``statements``, steps
-        marked ``prepare`` run unnamed like the others.
+        ``psycopg.OperationalError`` when the connection fails.
         """
         pgconn = self.conn.pgconn
         readable, fd = self._attach(pgconn)
@@ -252,45 +247,40 @@ _send_sync = _find_send_sync()
 
 
 def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
-              statements: Statements | None) -> tuple[dict[int, tuple[bytes, bytes] | None], list[int]]:
+              statements: Statements) -> tuple[dict[int, tuple[bytes, bytes] | None], list[int]]:
     """Send every step but the final Sync.
 
     Returns the commands sent besides the steps, by position ((sql, name) of a Parse, None
     of a Close), and the number of commands before each Sync.
     """
     extra: dict[int, tuple[bytes, bytes] | None] = {}
+    for name in statements.take_closing():
+        extra[len(extra)] = None
+        pgconn.send_close_prepared(name)
     sizes: list[int] = []
-    if statements is not None:
-        for name in statements.take_closing():
-            extra[len(extra)] = None
-            pgconn.send_close_prepared(name)
-    sent = len(extra)
+    sent = segment_start = len(extra)
     for step in steps:
         if step.sync:
             _send_sync(pgconn)
-            sizes.append(sent - sum(sizes) - len(sizes))
+            sizes.append(sent - segment_start)
             sent += 1
+            segment_start = sent
             continue
         values = None if step.params is None else [None if v is None else v.encode("utf-8") for v in step.params]
-        if step.prepare and statements is not None:
-            name = statements.name_of(step.sql)
-            if name is None:
-                name = statements.new_name()
-                extra[sent] = (step.sql, name)
-                sent += 1
-                pgconn.send_prepare(name, step.sql, param_types=None if values is None else [TEXT_OID] * len(values))
-            pgconn.send_query_prepared(name, values)
-        elif values is None:
-            pgconn.send_query_params(step.sql, None)
-        else:
-            pgconn.send_query_params(step.sql, values, param_types=[TEXT_OID] * len(values))
+        name = statements.name_of(step.sql)
+        if name is None:
+            name = statements.new_name()
+            extra[sent] = (step.sql, name)
+            sent += 1
+            pgconn.send_prepare(name, step.sql, param_types=None if values is None else [TEXT_OID] * len(values))
+        pgconn.send_query_prepared(name, values)
         sent += 1
-    sizes.append(sent - sum(sizes) - len(sizes))
+    sizes.append(sent - segment_start)
     return extra, sizes
 
 
 def _own_results(results: list[pq.abc.PGresult | None], extra: dict[int, tuple[bytes, bytes] | None],
-                 statements: Statements | None) -> list[pq.abc.PGresult | None]:
+                 statements: Statements) -> list[pq.abc.PGresult | None]:
     """The steps' results without those of the Parse and Close commands; records what got prepared.
 
     A failed Parse (a syntax error) stands as the result of its step, which it aborted.
@@ -303,7 +293,7 @@ def _own_results(results: list[pq.abc.PGresult | None], extra: dict[int, tuple[b
             failed_parse = None
             continue
         parsed = extra[index]
-        if parsed is None or res is None or statements is None:
+        if parsed is None or res is None:
             continue
         if res.status == ExecStatus.COMMAND_OK:
             statements.add(*parsed)

@@ -21,9 +21,11 @@ the pool plus the live sessions, and only the pool once every session is deleted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -355,24 +357,40 @@ class CancelDelayProxy:
             writer.close()
 
 
-async def test_cancel_of_a_vanished_request_does_not_hit_the_next_one(
-        dsn: str, services: ServiceMaker, svcconn: psycopg.Connection) -> None:  # noqa: F811
+@dataclass
+class StrayRig:
+    """A server behind a proxy that delays cancel requests, and the ``stray`` service on it."""
+
+    client: TestClient
+    name: str
+    sid: str
+    key: int
+    fn: str
+    proxy: CancelDelayProxy
+
+
+@contextlib.asynccontextmanager
+async def _stray_rig(dsn: str, services: ServiceMaker, svcconn: psycopg.Connection) -> AsyncIterator[StrayRig]:
     fn = unique("stray")
-    key = random.randint(1, 2**40)
     svcconn.execute(STRAY_FUNCTION.format(fn=fn))
     name = await services.create(None, "RAW", f"SELECT public.{fn}(:op, :sid, :key, :nap)")
-    sid = unique("stray-")
     proxy = CancelDelayProxy(dsn, delay=0.3)
     try:
         async with proxy as proxied:
             app = make_app(Settings(dsn=proxied, port=0, sweep_interval=0.1, pool_size=4), proxied)
             async with TestClient(SessdbTestServer(app, host="127.0.0.1")) as client:
                 await services.sync(client, name)
-                await _second_request_survives(client, name, sid, key, svcconn, proxy)
+                yield StrayRig(client, name, unique("stray-"), random.randint(1, 2**40), fn, proxy)
     finally:
         svcconn.execute("SELECT pg_advisory_unlock_all()")
         svcconn.execute(f"DROP FUNCTION IF EXISTS public.{fn}(text, text, text, text)")
         svcconn.execute(f"DROP TABLE IF EXISTS public.{fn}_marks")
+
+
+async def test_cancel_of_a_vanished_request_does_not_hit_the_next_one(
+        dsn: str, services: ServiceMaker, svcconn: psycopg.Connection) -> None:  # noqa: F811
+    async with _stray_rig(dsn, services, svcconn) as rig:
+        await _second_request_survives(rig.client, rig.name, rig.sid, rig.key, svcconn, rig.proxy)
 
 
 async def test_a_request_whose_client_left_during_an_earlier_cancel_is_cancelled_too(
@@ -382,24 +400,10 @@ async def test_a_request_whose_client_left_during_an_earlier_cancel_is_cancelled
     B's statement sleeps 1 s before it writes a mark; the write must not commit, since B's
     client left while B ran (a cancel still on its way for A must not stand in for B's).
     """
-    fn = unique("stray")
-    key = random.randint(1, 2**40)
-    svcconn.execute(STRAY_FUNCTION.format(fn=fn))
-    name = await services.create(None, "RAW", f"SELECT public.{fn}(:op, :sid, :key, :nap)")
-    sid = unique("stray-")
-    proxy = CancelDelayProxy(dsn, delay=0.3)
-    try:
-        async with proxy as proxied:
-            app = make_app(Settings(dsn=proxied, port=0, sweep_interval=0.1, pool_size=4), proxied)
-            async with TestClient(SessdbTestServer(app, host="127.0.0.1")) as client:
-                await services.sync(client, name)
-                await _both_cancelled(client, name, sid, key, svcconn, proxy)
-                marks = svcconn.execute(f"SELECT count(*) FROM public.{fn}_marks").fetchone()
-                assert marks == (0,), "B's write committed although its client had left"
-    finally:
-        svcconn.execute("SELECT pg_advisory_unlock_all()")
-        svcconn.execute(f"DROP FUNCTION IF EXISTS public.{fn}(text, text, text, text)")
-        svcconn.execute(f"DROP TABLE IF EXISTS public.{fn}_marks")
+    async with _stray_rig(dsn, services, svcconn) as rig:
+        await _both_cancelled(rig.client, rig.name, rig.sid, rig.key, svcconn, rig.proxy)
+        marks = svcconn.execute(f"SELECT count(*) FROM public.{rig.fn}_marks").fetchone()
+        assert marks == (0,), "B's write committed although its client had left"
 
 
 async def _send(client: TestClient, name: str, **query: object) -> asyncio.StreamWriter:

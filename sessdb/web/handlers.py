@@ -78,10 +78,10 @@ async def _run(request: web.Request, inp: HttpInput, route: Route) -> Result:
         call = plan_call(route, inp, role=role)
     except SqlLexError as exc:
         raise errors.SessdbError(f"service {service.name!r} has a broken statement: {exc}") from None
-    ticket = Ticket()
     protocol = request.protocol
     if not isinstance(protocol, SessdbRequestHandler):
         return await engine.run(service, inp, call)
+    ticket = Ticket()
     protocol.guard(ticket)
     try:
         return await engine.run(service, inp, call, ticket)
