@@ -163,6 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_QUEUE_LIMIT", "16", _int_in(0, 100000), "requests that may wait on one session; one more gets 503"),
     Setting("MAX_SESSIONS", "200", _int_in(0, 100000), "live HTTP sessions (each holds a PostgreSQL connection)"),
     Setting("POOL_SIZE", "10", _int_in(1, 1000), "connections kept for sessionless requests"),
+    Setting("SESSION_RESERVE", "10", _int_in(0, 100000), "connections opened ahead for new sessions, beyond POOL_SIZE"),
     Setting("SESSION_COOKIE", "off", _choice("off", "auto"), "off: cookies are the application's job; auto: the engine sets and clears a sessionid cookie"),
     Setting("SESSION_BIND_IP", "on", _switch, "a request for a session from another client address than its creator's gets 403"),
     Setting("MAX_REQUEST_SIZE", "10485760", _int_in(1, 2**31), "bytes a request may carry; more gets 413"),
@@ -190,6 +191,7 @@ class Settings:
     session_queue_limit: int = 16
     max_sessions: int = 200
     pool_size: int = 10
+    session_reserve: int = 10
     session_cookie: str = "off"
     session_bind_ip: bool = True
     max_request_size: int = 10485760

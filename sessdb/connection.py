@@ -15,9 +15,11 @@ import logging
 from collections.abc import Callable
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
+from sessdb import libpq
 from sessdb.wire import Wire
 
 log = logging.getLogger("sessdb.connection")
@@ -55,17 +57,16 @@ class Backend:
 
     @classmethod
     async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10) -> Backend:
-        """Open a connection; raises ``psycopg.OperationalError`` when PostgreSQL is unreachable."""
-        conn = await psycopg.AsyncConnection.connect(
-            dsn,
-            autocommit=True,
-            # no prepared statements of psycopg's own: a reset's DEALLOCATE ALL would pull them
-            # from under it (the engine's pipelines keep theirs in Backend.wire.statements)
-            prepare_threshold=None,
-            application_name=app_name,
-            options=f"-c search_path={SEARCH_PATH.replace(' ', '')}",
-            connect_timeout=connect_timeout,
-        )
+        """Open a connection; raises ``psycopg.OperationalError`` when PostgreSQL is unreachable.
+
+        The handshake runs off the event loop (``sessdb.libpq.connect``), so opening
+        connections does not hold up the requests being served.
+        """
+        conninfo = make_conninfo(dsn, application_name=app_name, connect_timeout=connect_timeout,
+                                 options=f"-c search_path={SEARCH_PATH.replace(' ', '')}")
+        # no prepared statements of psycopg's own: a reset's DEALLOCATE ALL would pull them
+        # from under it (the engine's pipelines keep theirs in Backend.wire.statements)
+        conn = await libpq.connect(conninfo, autocommit=True, prepare_threshold=None, timeout=connect_timeout)
         return cls(conn)
 
     @property

@@ -64,7 +64,7 @@ class Engine:
         self.dsn = dsn
         self.engine_id = uuid.uuid4().hex
         self.slot_class = int.from_bytes(secrets.token_bytes(4), "big") & 0x7FFFFFFF
-        self.pool = ConnectionPool(dsn, settings.pool_size)
+        self.pool = ConnectionPool(dsn, settings.pool_size, settings.session_reserve)
         self.catalog = Catalog(dsn, on_admin=self._on_admin)
         self.auth = Authenticator(dsn)
         self.sessions = SessionManager(queue_limit=settings.session_queue_limit,

@@ -3,8 +3,11 @@
 Connections are reset after every use, before anyone can take them again: in the request's
 own round trip when it can be (``sessdb._reset_request``), else here, in the background. A
 connection can also leave the pool for good with ``detach`` when its request makes it a
-session's; the pool then opens a replacement in the background, so that ``size`` connections
-stay ready (contract 5.9).
+session's; the pool then takes a spare from its reserve at once (``SESSION_RESERVE``
+connections opened ahead, so that creating a session never waits for PostgreSQL to open a
+connection) and opens a replacement in the background, so that ``size`` connections stay
+ready (contract 5.9). The connection of an ended session comes back with ``adopt``: reset, it
+fills a gap in the pool or the reserve, or is closed.
 """
 
 from __future__ import annotations
@@ -21,35 +24,55 @@ from sessdb.errors import DatabaseError, ServiceUnavailable
 
 log = logging.getLogger("sessdb.pool")
 
+_OPENERS = 4  # connections opened at once to fill gaps (each costs PostgreSQL a few ms of CPU)
+
 
 class ConnectionPool:
-    """A fixed number of reset, ready connections, and a FIFO of requests waiting for one."""
+    """A fixed number of reset, ready connections, a FIFO of requests waiting for one, and a
+    reserve of spares that replace the connections that become sessions'."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(self, dsn: str, size: int, reserve: int = 0) -> None:
         self.dsn = dsn
         self.size = size
+        self.reserve = reserve
         self._idle: collections.deque[Backend] = collections.deque()
+        self._spares: collections.deque[Backend] = collections.deque()  # the reserve, ready
         self._waiters: collections.deque[asyncio.Future[Backend]] = collections.deque()
         self._all: set[Backend] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = 0
+        self._adopting = 0  # ended sessions' connections being reset, each to fill a gap
+        self._refilling = False  # the reserve fell to half: it is being filled up again
         self._closed = False
         self._failing: str | None = None  # why the last attempt to open a connection failed
 
     async def open(self) -> None:
-        """Open all connections; raises ``DatabaseError`` when PostgreSQL cannot be reached."""
-        try:
-            backends = await asyncio.gather(*(Backend.open(self.dsn) for _ in range(self.size)))
-        except psycopg.Error as exc:
-            raise DatabaseError(f"cannot open connections: {str(exc).strip().splitlines()[0]}") from None
+        """Open the pool's connections; raises ``DatabaseError`` when PostgreSQL cannot be reached.
+
+        The reserve fills in the background.
+        """
+        results = await asyncio.gather(*(Backend.open(self.dsn) for _ in range(self.size)), return_exceptions=True)
+        backends = [r for r in results if isinstance(r, Backend)]
+        failed = [r for r in results if not isinstance(r, Backend)]
+        if failed:
+            await asyncio.gather(*(b.close() for b in backends))
+            if not isinstance(failed[0], psycopg.Error):
+                raise failed[0]
+            raise DatabaseError(f"cannot open connections: {str(failed[0]).strip().splitlines()[0]}") from None
         for backend in backends:
             self._all.add(backend)
             self._idle.append(backend)
+        self._fill()
 
     @property
     def backends(self) -> frozenset[Backend]:
-        """Every connection the pool owns, idle or lent out."""
-        return frozenset(self._all)
+        """Every connection the pool owns: idle, lent out, or spare."""
+        return frozenset(self._all.union(self._spares))
+
+    @property
+    def target(self) -> int:
+        """How many connections the pool keeps when nothing is missing: its size plus its reserve."""
+        return self.size + self.reserve
 
     async def acquire(self, timeout: float = 30.0) -> Backend:
         """A reset connection; raises ``ServiceUnavailable`` when none frees up in ``timeout``."""
@@ -59,7 +82,7 @@ class ConnectionPool:
             return self._idle.popleft()
         if self._failing is not None and not self._idle:
             # PostgreSQL is unreachable: answer at once rather than keep the client waiting
-            self._spawn(self._replace())
+            self._fill()
             raise ServiceUnavailable(f"the database is unavailable: {self._failing}", retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Backend] = loop.create_future()
@@ -89,32 +112,22 @@ class ConnectionPool:
         self._spawn(self._reset_and_return(backend))
 
     def detach(self, backend: Backend) -> None:
-        """The connection leaves the pool (it now belongs to a session); a new one replaces it."""
+        """The connection leaves the pool (it now belongs to a session); a spare replaces it."""
         self._all.discard(backend)
-        self._spawn(self._replace())
+        if self._spares and not self._closed:
+            spare = self._spares.pop()
+            self._all.add(spare)
+            self._give(spare)
+        self._fill()
 
     def adopt(self, backend: Backend, *, reset_sql: bytes = b"") -> None:
-        """Take in the connection of an ended session; it is reset first.
-
-        Up to ``size`` connections beyond the pool's size are kept as spares, so that sessions
-        created and ended at a high rate reuse connections instead of opening new ones; the
-        sweeper trims the spares again (``trim``). ``reset_sql`` runs in the reset's round trip.
-        """
-        if len(self._all) + self._opening >= 2 * self.size or self._closed:
+        """Take in the connection of an ended session: reset (``reset_sql`` first, in the same
+        round trip), it fills a gap in the pool or the reserve; else it is closed."""
+        if self._closed:
             self._spawn(backend.close())
             return
-        self._all.add(backend)
-        self._spawn(self._reset_and_return(backend, reset_sql))
-
-    async def trim(self) -> int:
-        """Close idle connections beyond the pool's size; returns how many were closed."""
-        closed = 0
-        while len(self._all) > self.size and self._idle:
-            backend = self._idle.pop()
-            self._all.discard(backend)
-            await backend.close()
-            closed += 1
-        return closed
+        self._adopting += 1
+        self._spawn(self._adopt(backend, reset_sql))
 
     async def close(self) -> None:
         """Close every connection and fail the waiters."""
@@ -125,9 +138,10 @@ class ConnectionPool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(b.close() for b in self._all))
+        await asyncio.gather(*(b.close() for b in self.backends))
         self._all.clear()
         self._idle.clear()
+        self._spares.clear()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -140,35 +154,70 @@ class ConnectionPool:
                 return
         self._idle.append(backend)
 
-    async def _reset_and_return(self, backend: Backend, reset_sql: bytes = b"") -> None:
+    async def _reset_and_return(self, backend: Backend) -> None:
         backend.on_notice = None
         await backend.settle_cancel()
-        if not self._closed and await backend.reset(reset_sql):
+        if not self._closed and await backend.reset():
             self._give(backend)
             return
         self._all.discard(backend)
         await backend.close()
-        await self._replace()
+        self._fill()
 
-    async def _replace(self) -> None:
-        if self._closed or len(self._all) + self._opening >= self.size:
+    async def _adopt(self, backend: Backend, reset_sql: bytes) -> None:
+        ready = False
+        try:
+            backend.on_notice = None
+            await backend.settle_cancel()
+            ready = not self._closed and await backend.reset(reset_sql)
+        finally:
+            self._adopting -= 1
+            if not ready:
+                await backend.close()
+        if ready:
+            self._place(backend, warm=True)
+        else:
+            self._fill()
+
+    def _place(self, backend: Backend, *, warm: bool = False) -> None:
+        """A new or reset connection fills the pool first, then the reserve; else it is closed."""
+        if self._closed:
+            self._spawn(backend.close())
+        elif len(self._all) < self.size:
+            self._all.add(backend)
+            self._give(backend)
+        elif len(self._spares) < self.reserve:
+            # given-back connections are warm (caches, plans) and go first, new ones last
+            self._spares.append(backend) if warm else self._spares.appendleft(backend)
+        else:
+            self._spawn(backend.close())
+
+    def _fill(self) -> None:
+        """Open what is missing: a gap in the pool at once, the reserve once half of it is gone
+        (then whole), a few connections at a time, one during an outage."""
+        if self._closed:
             return
-        if self._failing is not None and self._opening > 0:
-            return  # one opener at a time retries while PostgreSQL is unreachable
-        self._opening += 1
+        # spares there or on their way, once the pool's own gaps are filled
+        spares = len(self._spares) + self._opening + self._adopting - max(0, self.size - len(self._all))
+        if spares >= self.reserve:
+            self._refilling = False
+            return
+        if spares >= (self.reserve + 1) // 2 and not self._refilling:
+            return  # ended sessions give connections back: create-and-delete cycles open none
+        self._refilling = True
+        room = 1 if self._failing is not None else _OPENERS
+        for _ in range(min(self.reserve - spares, room - self._opening)):
+            self._opening += 1
+            self._spawn(self._open_one())
+
+    async def _open_one(self) -> None:
         try:
             backend = await self._open_with_retry()
         finally:
             self._opening -= 1
-        if backend is None:
-            return
-        if self._closed:
-            await backend.close()
-            return
-        self._all.add(backend)
-        self._give(backend)
-        if len(self._all) + self._opening < self.size:
-            self._spawn(self._replace())  # replacements skipped during an outage are made now
+        if backend is not None:
+            self._place(backend)
+            self._fill()
 
     async def _open_with_retry(self) -> Backend | None:
         delay = 0.1
@@ -179,6 +228,8 @@ class ConnectionPool:
                 return backend
             except psycopg.Error as exc:
                 self._failing = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if self._opening > 1:
+                    return None  # one opener retries while PostgreSQL is unreachable
                 log.warning("cannot open a pool connection (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

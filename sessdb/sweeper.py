@@ -67,7 +67,6 @@ class Sweeper:
             sessions.close(session)
             closed += 1
         closed += await self._close_killed()
-        await self.engine.pool.trim()
         await self._sweep_state_items()
         self.sweeps += 1
         return closed

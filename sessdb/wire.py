@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
+
+from sessdb import libpq
 
 TEXT_OID = 25
 ExecStatus = pq.ExecStatus
@@ -217,33 +218,6 @@ class Wire:
         return None
 
 
-def _find_send_sync() -> Callable[[pq.abc.PGconn], None]:
-    """A Sync that is queued, not sent: libpq's ``PQsendPipelineSync`` (libpq 17 and later).
-
-    psycopg does not wrap it, and ``pipeline_sync`` sends (one more system call and one more
-    wake-up of the backend per Sync). It is called on the libpq psycopg itself loaded (found
-    among the process's mappings), so that the connection structure is the one it knows;
-    without it, Syncs inside a pipeline fall back to ``pipeline_sync``.
-    """
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            paths = {line.split()[-1] for line in maps if "/libpq" in line}
-        if len(paths) != 1:
-            raise LookupError("no single libpq mapped")
-        function = ctypes.PyDLL(paths.pop()).PQsendPipelineSync
-    except (OSError, LookupError, AttributeError):
-        return lambda pgconn: pgconn.pipeline_sync()
-    function.argtypes = [ctypes.c_void_p]
-    function.restype = ctypes.c_int
-
-    def send_sync(pgconn: pq.abc.PGconn) -> None:
-        if function(pgconn.pgconn_ptr) != 1:
-            raise psycopg.OperationalError(f"cannot queue a Sync: {pgconn.error_message.decode(errors='replace').strip()}")
-
-    return send_sync
-
-
-_send_sync = _find_send_sync()
 
 
 def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
@@ -261,7 +235,7 @@ def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
     sent = segment_start = len(extra)
     for step in steps:
         if step.sync:
-            _send_sync(pgconn)
+            libpq.send_sync(pgconn)
             sizes.append(sent - segment_start)
             sent += 1
             segment_start = sent

@@ -29,7 +29,7 @@ class SessdbTestServer(TestServer):
 
 def app_settings(dsn: str, **changes: object) -> Settings:
     """Settings for tests: the test database, short sweeps, a small pool."""
-    base = Settings(dsn=dsn, port=0, sweep_interval=0.1, pool_size=4)
+    base = Settings(dsn=dsn, port=0, sweep_interval=0.1, pool_size=4, session_reserve=0)
     return base.replace(**changes)
 
 
@@ -60,7 +60,8 @@ async def make_client(dsn: str) -> AsyncIterator:
 
 
 async def assert_no_connection_leak(dsn: str, engines: list, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
-    """The engines' connections in pg_stat_activity are exactly their pools plus their live sessions.
+    """The engines' connections in pg_stat_activity are exactly their pools and live sessions, and
+    each pool holds its size and at most its reserve more.
 
     Connections are replaced and reset in the background, so the count is polled until it
     settles or the deadline passes (there is no event to await for another process's view).
@@ -70,13 +71,16 @@ async def assert_no_connection_leak(dsn: str, engines: list, timeout: float = 10
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while True:
-            expected = sum(e.pool.size + len(e.sessions) for e in engines)
+            pools = [len(e.pool.backends) for e in engines]
+            expected = sum(pools) + sum(len(e.sessions) for e in engines)
             found = (await (await conn.execute(query)).fetchone())[0]  # type: ignore[index]
-            if found == expected:
+            whole = all(e.pool.size <= n <= e.pool.target for e, n in zip(engines, pools, strict=True))
+            if found == expected and whole:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"connection leak: {found} engine connections, expected {expected} "
-                                     "(pool size + live sessions)")
+                                     f"(pools {pools} of sizes {[e.pool.size for e in engines]} and reserves "
+                                     f"{[e.pool.reserve for e in engines]}, plus live sessions)")
             await asyncio.sleep(0.05)
 
 

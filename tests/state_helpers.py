@@ -156,7 +156,7 @@ class StateClient:
 
 def state_settings(dsn: str, **changes: object) -> Settings:
     """Settings for an in-process state server on any free port."""
-    return Settings(dsn=dsn, state_port=0, sweep_interval=3600, pool_size=10).replace(**changes)
+    return Settings(dsn=dsn, state_port=0, sweep_interval=3600, pool_size=10, session_reserve=0).replace(**changes)
 
 
 @contextlib.asynccontextmanager

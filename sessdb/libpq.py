@@ -1,0 +1,106 @@
+"""The libpq that psycopg loaded, for two calls psycopg does not make the way the engine needs.
+
+- ``send_sync``: libpq's ``PQsendPipelineSync`` (libpq 17 and later), a Sync that is queued,
+  not sent. psycopg wraps only ``PQpipelineSync``, which sends (one more system call and one
+  more wake-up of the backend per Sync).
+- ``connect``: a connection's handshake with ``PQconnectPoll`` called through ctypes in a
+  worker thread. psycopg polls on the event loop and holds the GIL while libpq works, and a
+  SCRAM handshake makes libpq derive the password's key (thousands of HMAC rounds, about 2 ms
+  of CPU here): every connection opened would stall all requests that long.
+
+Both are called on the libpq psycopg itself loaded (found among the process's mappings), so
+that the connection structure is the one it knows. Without it, both fall back to psycopg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import select
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import pq
+
+_POLL_FAILED, _POLL_READING, _POLL_WRITING, _POLL_OK = 0, 1, 2, 3
+
+
+def _library() -> tuple[ctypes.CDLL, ctypes.PyDLL] | None:
+    """libpq opened twice: without the GIL (calls that may take long) and with it (quick calls)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "/libpq" in line}
+        if len(paths) != 1:
+            return None
+        path = paths.pop()
+        return ctypes.CDLL(path), ctypes.PyDLL(path)
+    except OSError:
+        return None
+
+
+def _function(library: ctypes.CDLL | None, name: str) -> Callable[[int], int] | None:
+    function = getattr(library, name, None) if library is not None else None
+    if function is not None:
+        function.argtypes = [ctypes.c_void_p]
+        function.restype = ctypes.c_int
+    return function
+
+
+_LIBRARIES = _library()
+_PQ_SEND_PIPELINE_SYNC = _function(_LIBRARIES[1] if _LIBRARIES else None, "PQsendPipelineSync")
+_PQ_CONNECT_POLL = _function(_LIBRARIES[0] if _LIBRARIES else None, "PQconnectPoll")
+
+
+def send_sync(pgconn: pq.abc.PGconn) -> None:
+    """Queue a Sync in the connection's pipeline (``pipeline_sync`` where libpq lacks it)."""
+    if _PQ_SEND_PIPELINE_SYNC is None:
+        pgconn.pipeline_sync()
+    elif _PQ_SEND_PIPELINE_SYNC(pgconn.pgconn_ptr) != 1:
+        raise psycopg.OperationalError(f"cannot queue a Sync: {pgconn.error_message.decode(errors='replace').strip()}")
+
+
+async def connect(conninfo: str, *, autocommit: bool, prepare_threshold: int | None,
+                  timeout: float) -> psycopg.AsyncConnection:
+    """An ``AsyncConnection`` whose handshake ran in a worker thread, off the event loop.
+
+    Raises ``psycopg.OperationalError`` when the connection fails or ``timeout`` passes.
+    """
+    if _PQ_CONNECT_POLL is None:
+        return await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit,
+                                                     prepare_threshold=prepare_threshold)
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, _handshake, pgconn, time.monotonic() + timeout)
+    except BaseException:
+        pgconn.finish()
+        raise
+    pgconn.nonblocking = 1
+    conn = psycopg.AsyncConnection(pgconn)
+    await conn.set_autocommit(autocommit)
+    conn.prepare_threshold = prepare_threshold
+    return conn
+
+
+def _handshake(pgconn: pq.abc.PGconn, deadline: float) -> None:
+    """Drive ``PQconnectPoll`` to the end, waiting on the socket in between (a worker thread)."""
+    assert _PQ_CONNECT_POLL is not None
+    while True:
+        if pgconn.status == pq.ConnStatus.BAD:
+            raise psycopg.OperationalError(f"connection is bad: {_error(pgconn)}")
+        status = _PQ_CONNECT_POLL(pgconn.pgconn_ptr)
+        if status == _POLL_OK:
+            return
+        if status not in (_POLL_READING, _POLL_WRITING):
+            raise psycopg.OperationalError(f"connection failed: {_error(pgconn)}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg.OperationalError("connection timeout expired")
+        poller = select.poll()  # not select.select: descriptors past 1023 are common with many sessions
+        poller.register(pgconn.socket, select.POLLIN if status == _POLL_READING else select.POLLOUT)
+        if not poller.poll(remaining * 1000):
+            raise psycopg.OperationalError("connection timeout expired")
+
+
+def _error(pgconn: pq.abc.PGconn) -> str:
+    return pgconn.error_message.decode(errors="replace").strip()

@@ -1,0 +1,62 @@
+"""Connections opened ahead for new sessions (``SESSION_RESERVE``), and what ended sessions give back.
+
+A request that creates a session keeps its pooled connection; a spare opened before takes its
+place at once. The connection of a session its own request deleted comes back, reset, into a
+gap of the pool or the reserve. Which connection serves a request is what a user sees of it:
+the backend pid in the answer of the ``sess`` service (tests/fixtures/20_sessions.sql).
+"""
+
+from __future__ import annotations
+
+from tests.fix_app import engine_of
+from tests.test_sessions import _until, call
+
+
+def _pids(client) -> set[int]:  # type: ignore[no-untyped-def]
+    return {b.pid for b in engine_of(client).pool.backends}
+
+
+async def test_new_sessions_take_connections_opened_before(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(pool_size=1, session_reserve=3)
+    await _until(lambda: len(_pids(client)) == 4)  # the reserve is opened after the pool, in the background
+    ahead = _pids(client)
+    created = [await call(client, "set,table", f"R1-{n}") for n in range(3)]
+    assert {c["pid"] for c in created} <= ahead, "each creator ran on a pooled connection opened before"
+    assert len({c["pid"] for c in created}) == 3
+    sessionless = await call(client, "state")
+    assert sessionless["pid"] in ahead, "a spare, not a newly opened connection, took each creator's place"
+    assert sessionless["sid"] == "" and sessionless["t"] is None
+    for n, before in enumerate(created):
+        again = await call(client, "inc", sid=f"R1-{n}")
+        assert again["pid"] == before["pid"] and again["t"] == 1
+
+
+async def test_the_reserve_is_opened_again_once_half_of_it_is_used(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(pool_size=1, session_reserve=4)
+    await _until(lambda: len(_pids(client)) == 5)
+    ahead = _pids(client)
+    for n in range(3):
+        await call(client, "set", f"R2-{n}")
+    # 3 of 4 spares went into sessions: the reserve is refilled to 4, with connections opened now
+    await _until(lambda: len(_pids(client)) == 5 and len(_pids(client) - ahead) == 3)
+
+
+async def test_an_ended_sessions_connection_is_reset_and_serves_again(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(pool_size=1, session_reserve=2)
+    await _until(lambda: len(_pids(client)) == 3)
+    first = await call(client, "set,table,var", "R3")
+    await call(client, "set", "", sid="R3")  # the session's own request deletes it
+    await _until(lambda: first["pid"] in _pids(client))  # reset, it went back into the reserve
+    await call(client, "set", "R3-b")  # the spare that replaced R3's connection; R3's replaces it
+    reused = await call(client, "state")
+    assert reused["pid"] == first["pid"]
+    assert reused["sid"] == "" and reused["t"] is None and reused["v"] == 0, "nothing of R3 is left"
+
+
+async def test_without_a_reserve_a_new_connection_replaces_a_creators(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(pool_size=1, session_reserve=0)
+    before = _pids(client)
+    created = await call(client, "set", "R4")
+    assert {created["pid"]} == before
+    sessionless = await call(client, "state")
+    assert sessionless["pid"] not in before
