@@ -20,10 +20,13 @@ One run starts everything it needs, measures four things side by side, and stops
        temp table; a handoff is the gap from one request's end to the next one's BEGIN, counted
        only when the next request had been sent before the previous one ended (so it was
        queued); p50 and p99 (target p99 < 5 ms);
-   (c) session creation: ``--creators`` clients, each creating a session and deleting it again,
-       for ``--creation-seconds``; sessions created per second (target >= 2000); twice: with the
-       statement creating the two temp tables (``bench/new``), and setting only ``SessionID``
-       (``bench/new0``), which shows the engine's own cost;
+   (c) session creation, on a second ``sessdb serve`` with ``SESSION_RESERVE`` = ``--reserve``
+       (500) connections opened ahead: once the reserve is full, ``--creators`` clients (32) with
+       a raw HTTP/1.1 client create ``--reserve`` sessions as fast as they can, and the rate is
+       sessions per second (target >= 2000); the sessions are deleted again afterwards. Three
+       bursts: on connections never used before, on connections given back by the ended
+       sessions of the first burst, and the same with two temp tables (``bench/new``). Then
+       create-and-delete cycles for ``--creation-seconds``, which open no connection;
    (d) memory: ``--idle`` sessions created and left idle; the growth of the sessdb process's RSS
        per session, and the private memory (``Private_*`` of ``/proc/PID/smaps_rollup``) and PSS
        of the PostgreSQL backends of the sessions.
@@ -440,8 +443,8 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=100, help="requests fired at once at one session in (b)")
     parser.add_argument("--rounds", type=int, default=5, help="bursts in (b)")
     parser.add_argument("--creators", type=int, default=32, help="concurrent creating clients in (c)")
-    parser.add_argument("--reserve", type=int, default=2000,
-                        help="sessdb's SESSION_RESERVE, and the sessions created at once in (c) (default 2000)")
+    parser.add_argument("--reserve", type=int, default=500,
+                        help="SESSION_RESERVE of the sessdb of (c), and the sessions each burst creates (default 500)")
     parser.add_argument("--creation-seconds", type=float, default=5, help="length of the create-and-delete part of (c)")
     parser.add_argument("--idle", type=int, default=500, help="idle sessions in (d) (default 500)")
     parser.add_argument("--pool-size", type=int, default=10, help="sessdb's POOL_SIZE (default 10)")
@@ -454,8 +457,7 @@ def main() -> int:
         bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         serve_cmd = [sys.executable, "-m", "sessdb", "serve", "--dsn", dsn, "--no-migrate",
                      "--port", str(ports["sessdb"]), "--pool-size", str(args.pool_size),
-                     "--max-sessions", str(args.reserve + args.idle + args.sessions + args.creators + 10),
-                     "--session-reserve", str(args.reserve),
+                     "--max-sessions", str(args.idle + args.sessions + args.creators + 10),
                      "--session-queue-limit", str(args.burst + 10), "--log-level", "warning"]
         base_cmd = [sys.executable, str(HERE / "baseline_pinned.py"), "--dsn", dsn, "--port", str(ports["baseline"])]
         routes = {"sessdb": sessdb_routes(bases["sessdb"]), "baseline": pinned_routes(bases["baseline"])}
@@ -463,6 +465,14 @@ def main() -> int:
             wait_http(bases["sessdb"] + "/_sessdb/ready", serve_proc)
             wait_http(bases["baseline"] + "/kv", base_proc)
             results = asyncio.run(run_all(args, routes, bases, dsn, serve_proc.pid))
+        # (c) on a sessdb of its own, so that its reserve of idle connections weighs on nothing else
+        port = free_port()
+        creation_cmd = [*serve_cmd[:serve_cmd.index("--port")], "--port", str(port), "--pool-size", str(args.pool_size),
+                        "--max-sessions", str(args.reserve + args.creators + 10),
+                        "--session-reserve", str(args.reserve), "--log-level", "warning"]
+        with process("sessdb serve (creation)", creation_cmd) as creation_proc:
+            wait_http(f"http://127.0.0.1:{port}/_sessdb/ready", creation_proc)
+            results.update(asyncio.run(run_creation(args, f"http://127.0.0.1:{port}", dsn)))
     report(results, args)
     return 0
 
@@ -475,16 +485,23 @@ async def run_all(args: argparse.Namespace, routes: dict[str, Routes], bases: di
         results[name] = await throughput(routes[name], args.sessions, args.warmup, args.duration)
     log(f"(b) handoff: {args.rounds} bursts of {args.burst} requests at one session")
     results["gaps"] = await handoff(routes["sessdb"], bases["sessdb"], args.burst, args.rounds)
-    for service in ("new0", "new"):
-        log(f"(c) creation: waiting for the reserve of {args.reserve}, then {args.creators} clients create as many "
-            f"sessions ({service})")
-        await wait_reserve(dsn, args.pool_size + args.reserve)
-        results[f"burst_{service}"] = await creation_burst(bases["sessdb"], service, args.reserve, args.creators)
-    log(f"(c) creation: {args.creators} clients creating and deleting sessions for {args.creation_seconds:g}s")
-    await wait_reserve(dsn, args.pool_size + args.reserve)
-    results["cycles"] = await creation_cycles(bases["sessdb"], args.creators, args.creation_seconds)
     log(f"(d) memory: {args.idle} idle sessions")
     results["memory"] = await memory(routes["sessdb"], dsn, serve_pid, args.idle)
+    return results
+
+
+async def run_creation(args: argparse.Namespace, base: str, dsn: str) -> dict[str, object]:
+    """Phase (c): bursts of creations from a full reserve (first of connections never used, then
+    of connections given back by ended sessions), then create-and-delete cycles."""
+    results: dict[str, object] = {}
+    for key, service in (("cold", "new0"), ("warm", "new0"), ("warm_tables", "new")):
+        log(f"(c) creation: waiting for the reserve of {args.reserve}, then {args.creators} clients create as many "
+            f"sessions ({service}, {key})")
+        await wait_reserve(dsn, args.pool_size + args.reserve)
+        results[f"burst_{key}"] = await creation_burst(base, service, args.reserve, args.creators)
+    log(f"(c) creation: {args.creators} clients creating and deleting sessions for {args.creation_seconds:g}s")
+    await wait_reserve(dsn, args.pool_size + args.reserve)
+    results["cycles"] = await creation_cycles(base, args.creators, args.creation_seconds)
     return results
 
 
@@ -513,10 +530,11 @@ def report(results: dict[str, object], args: argparse.Namespace) -> None:
           f"max {max(gaps, default=float('nan')):.2f} ms (target p99 < 5 ms)")
     print(f"(c) creation of {args.reserve} sessions by {args.creators} clients (raw HTTP/1.1 client), from a reserve "
           f"of {args.reserve} connections opened ahead:")
-    rate, failures = results["burst_new0"]  # type: ignore[misc]
-    print(f"    {rate:.0f} sessions/s setting SessionID ({failures} failures; target >= 2000)")
-    rate, failures = results["burst_new"]  # type: ignore[misc]
-    print(f"    {rate:.0f} sessions/s setting SessionID and creating two temp tables ({failures} failures)")
+    for key, what in (("cold", "setting SessionID, on connections never used before"),
+                      ("warm", "setting SessionID, on connections of ended sessions (target >= 2000)"),
+                      ("warm_tables", "setting SessionID and creating two temp tables, on connections of ended sessions")):
+        rate, failures = results[f"burst_{key}"]  # type: ignore[misc]
+        print(f"    {rate:6.0f} sessions/s {what} ({failures} failures)")
     rate, created, failures = results["cycles"]  # type: ignore[misc]
     print(f"    sustained: {rate:.0f} sessions/s created and deleted again by {args.creators} clients "
           f"({created} in {args.creation_seconds:g}s, {failures} failures; no connection opened)")
