@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_attempts_async, conninfo_to_dict, make_conninfo
 
 _POLL_FAILED, _POLL_READING, _POLL_WRITING, _POLL_OK = 0, 1, 2, 3
 
@@ -64,22 +65,45 @@ async def connect(conninfo: str, *, autocommit: bool, prepare_threshold: int | N
                   timeout: float) -> psycopg.AsyncConnection:
     """An ``AsyncConnection`` whose handshake ran in a worker thread, off the event loop.
 
-    Raises ``psycopg.OperationalError`` when the connection fails or ``timeout`` passes.
+    Host names are resolved first without blocking, as psycopg does, and each address is
+    tried in turn. Raises ``psycopg.OperationalError`` when every attempt fails or takes
+    longer than ``timeout``.
     """
     if _PQ_CONNECT_POLL is None:
         return await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit,
                                                      prepare_threshold=prepare_threshold)
-    pgconn = pq.PGconn.connect_start(conninfo.encode())
-    try:
-        await asyncio.get_running_loop().run_in_executor(None, _handshake, pgconn, time.monotonic() + timeout)
-    except BaseException:
-        pgconn.finish()
-        raise
+    errors: list[psycopg.OperationalError] = []
+    for attempt in await conninfo_attempts_async(conninfo_to_dict(conninfo)):
+        try:
+            pgconn = await _open(make_conninfo("", **attempt), timeout)
+            break
+        except psycopg.OperationalError as exc:
+            errors.append(exc)
+    else:
+        if not errors:
+            raise psycopg.OperationalError("no host to connect to")
+        raise errors[-1] if len(errors) == 1 else psycopg.OperationalError("\n".join(map(str, errors)))
     pgconn.nonblocking = 1
     conn = psycopg.AsyncConnection(pgconn)
     await conn.set_autocommit(autocommit)
     conn.prepare_threshold = prepare_threshold
     return conn
+
+
+async def _open(conninfo: str, timeout: float) -> pq.abc.PGconn:
+    """One attempt: ``PQconnectStart`` here (no name to resolve), the handshake in a thread."""
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
+    work = asyncio.get_running_loop().run_in_executor(None, _handshake, pgconn, time.monotonic() + timeout)
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # the thread may still be in libpq: the connection is freed once it is done with it
+        work.add_done_callback(lambda _: pgconn.finish())
+        raise
+    except BaseException:
+        pgconn.finish()
+        raise
+    return pgconn
 
 
 def _handshake(pgconn: pq.abc.PGconn, deadline: float) -> None:

@@ -41,7 +41,7 @@ class ConnectionPool:
         self._all: set[Backend] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = 0
-        self._adopting = 0  # ended sessions' connections being reset, each to fill a gap
+        self._adopting: set[Backend] = set()  # ended sessions' connections being reset, each to fill a gap
         self._refilling = False  # the reserve fell to half: it is being filled up again
         self._closed = False
         self._failing: str | None = None  # why the last attempt to open a connection failed
@@ -114,10 +114,6 @@ class ConnectionPool:
     def detach(self, backend: Backend) -> None:
         """The connection leaves the pool (it now belongs to a session); a spare replaces it."""
         self._all.discard(backend)
-        if self._spares and not self._closed:
-            spare = self._spares.pop()
-            self._all.add(spare)
-            self._give(spare)
         self._fill()
 
     def adopt(self, backend: Backend, *, reset_sql: bytes = b"") -> None:
@@ -126,7 +122,7 @@ class ConnectionPool:
         if self._closed:
             self._spawn(backend.close())
             return
-        self._adopting += 1
+        self._adopting.add(backend)
         self._spawn(self._adopt(backend, reset_sql))
 
     async def close(self) -> None:
@@ -138,7 +134,9 @@ class ConnectionPool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(b.close() for b in self.backends))
+        # connections being reset when their task was cancelled (perhaps before it started)
+        await asyncio.gather(*(b.close() for b in self.backends | self._adopting))
+        self._adopting.clear()
         self._all.clear()
         self._idle.clear()
         self._spares.clear()
@@ -171,7 +169,7 @@ class ConnectionPool:
             await backend.settle_cancel()
             ready = not self._closed and await backend.reset(reset_sql)
         finally:
-            self._adopting -= 1
+            self._adopting.discard(backend)
             if not ready:
                 await backend.close()
         if ready:
@@ -188,7 +186,10 @@ class ConnectionPool:
             self._give(backend)
         elif len(self._spares) < self.reserve:
             # given-back connections are warm (caches, plans) and go first, new ones last
-            self._spares.append(backend) if warm else self._spares.appendleft(backend)
+            if warm:
+                self._spares.append(backend)
+            else:
+                self._spares.appendleft(backend)
         else:
             self._spawn(backend.close())
 
@@ -197,8 +198,15 @@ class ConnectionPool:
         (then whole), a few connections at a time, one during an outage."""
         if self._closed:
             return
+        while len(self._all) < self.size and self._spares:  # a gap in the pool takes a spare at once
+            spare = self._spares.pop()
+            if spare.broken:
+                self._spawn(spare.close())
+                continue
+            self._all.add(spare)
+            self._give(spare)
         # spares there or on their way, once the pool's own gaps are filled
-        spares = len(self._spares) + self._opening + self._adopting - max(0, self.size - len(self._all))
+        spares = len(self._spares) + self._opening + len(self._adopting) - max(0, self.size - len(self._all))
         if spares >= self.reserve:
             self._refilling = False
             return

@@ -60,3 +60,15 @@ async def test_without_a_reserve_a_new_connection_replaces_a_creators(make_clien
     assert {created["pid"]} == before
     sessionless = await call(client, "state")
     assert sessionless["pid"] not in before
+
+
+async def test_a_lost_pool_connection_is_replaced_by_a_spare_at_once(make_client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(pool_size=1, session_reserve=2)
+    await _until(lambda: len(_pids(client)) == 3)
+    ahead = _pids(client)
+    pooled = (await call(client, "state"))["pid"]
+    svcconn.execute("SELECT pg_terminate_backend(%s)", [pooled])
+    first = await client.get("/sess", params={"op": "state"})  # it may be the one to find the connection dead
+    assert first.status in (200, 503), await first.text()
+    answer = await call(client, "state")
+    assert answer["pid"] in ahead - {pooled}, "a spare took the lost connection's place"
