@@ -429,7 +429,8 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
     them transaction-local only and the reset runs ``RESET ALL``. Each one costs PostgreSQL
     a few microseconds per request.
     """
-    return (("sessdb.default_timeout", default_timeout), ("sessdb.session_creator", "1"), ("sessdb.slots", slots))
+    values = ("", "", "", "", default_timeout, "1", "", slots)
+    return tuple((name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value)
 
 
 def _minutes(value: float) -> str:

@@ -52,7 +52,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,8 +273,15 @@ class RawClient:
         self.writer.close()
 
 
-async def raw_clients(base: str, count: int) -> list[RawClient]:
-    return list(await asyncio.gather(*(RawClient.open(base) for _ in range(count))))
+@contextlib.asynccontextmanager
+async def raw_clients(base: str, count: int) -> AsyncIterator[list[RawClient]]:
+    """``count`` open raw clients, closed at the end."""
+    clients = list(await asyncio.gather(*(RawClient.open(base) for _ in range(count))))
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
 
 
 async def wait_reserve(dsn: str, expected: int, timeout: float = 180) -> None:
@@ -295,7 +302,6 @@ async def wait_reserve(dsn: str, expected: int, timeout: float = 180) -> None:
 async def creation_burst(base: str, service: str, count: int, creators: int) -> tuple[float, int]:
     """Phase (c): (sessions/s, failures) of ``count`` sessions created by ``creators`` clients
     from a full reserve; the sessions are deleted again afterwards, outside the measurement."""
-    clients = await raw_clients(base, creators)
     sids = [f"c{uuid.uuid4().hex}" for _ in range(count)]
     failures = 0
 
@@ -309,23 +315,19 @@ async def creation_burst(base: str, service: str, count: int, creators: int) -> 
         for sid in todo:
             await client.get(f"/bench/end?sessionid={sid}")
 
-    try:
+    async with raw_clients(base, creators) as clients:
         began = time.perf_counter()
         todo = iter(sids)
         await asyncio.gather(*(create(client, todo) for client in clients))
         elapsed = time.perf_counter() - began
         todo = iter(sids)
         await asyncio.gather(*(end(client, todo) for client in clients))
-    finally:
-        for client in clients:
-            client.close()
     return count / elapsed, failures
 
 
 async def creation_cycles(base: str, creators: int, seconds: float) -> tuple[float, int, int]:
     """Phase (c), sustained: (sessions/s, created, failures) of ``creators`` clients each creating
     a session and deleting it again, for ``seconds``."""
-    clients = await raw_clients(base, creators)
     created = failures = 0
     loop = asyncio.get_running_loop()
     stop = loop.time() + seconds
@@ -340,13 +342,10 @@ async def creation_cycles(base: str, creators: int, seconds: float) -> tuple[flo
             created += 1
             await client.get(f"/bench/end?sessionid={sid}")
 
-    try:
+    async with raw_clients(base, creators) as clients:
         began = loop.time()
         await asyncio.gather(*(cycle(client) for client in clients))
         elapsed = loop.time() - began
-    finally:
-        for client in clients:
-            client.close()
     return created / elapsed, created, failures
 
 
