@@ -202,7 +202,9 @@ def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool)
         sync = next((i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC),
                     len(results))
         request, reset = results[:sync], results[sync + 1:]
-        outcome.clean = bool(reset) and all(r is not None and wire.error_of(r) is None for r in reset)
+        # the reset answers true, or false when it refused (see sessdb._reset_request)
+        outcome.clean = (len(reset) == 1 and reset[0] is not None and wire.error_of(reset[0]) is None
+                         and reset[0].ntuples == 1 and reset[0].get_value(0, 0) == b"t")
     errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]

@@ -386,25 +386,19 @@ END $$;
 -- Run by the engine right after a sessionless request's transaction, in the same round trip
 -- (after the Sync that commits it): forget everything the request left on the connection, which
 -- DISCARD ALL would forget and a user can see, but the engine's own prepared statements, so it
--- can serve the next request at once. It refuses (fails, and the pool resets the connection in
--- full) unless the request committed (its last statement sets sessdb.end_ok, which a rollback
--- takes back), the connection holds no session (a creator's session stays even when its
--- statement failed), no role or session authorization was changed and nothing was PREPAREd in
--- SQL. A SQL function: PostgreSQL keeps its plans, where PL/pgSQL would EXECUTE each command.
+-- can serve the next request at once. True when it reset the connection. It refuses (false,
+-- and the pool resets the connection in full, or it stays with the session it now holds)
+-- unless the request committed (its last statement sets sessdb.end_ok, which a rollback takes
+-- back), the connection holds no session (a creator's session stays even when its statement
+-- failed), no role or session authorization was changed and nothing was PREPAREd in SQL.
+-- SQL functions: PostgreSQL keeps their plans, where PL/pgSQL would EXECUTE each command; the
+-- commands are in a function of their own, so that a refusal skips them without an error
+-- (which PostgreSQL would log for every session created).
 DROP FUNCTION IF EXISTS sessdb._end_request();
-CREATE OR REPLACE FUNCTION sessdb._reset_refused()
-RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'SD000', MESSAGE = 'sessdb: this connection needs a full reset';
-END $$;
+DROP FUNCTION IF EXISTS sessdb._reset_refused();
 
-CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
+CREATE OR REPLACE FUNCTION sessdb._reset_connection()
 RETURNS boolean LANGUAGE sql AS $$
-    SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
-                 AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
-                 AND session_user = login AND current_user = login
-                 AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)
-           THEN set_config('sessdb.end_ok', '', false) = '' ELSE sessdb._reset_refused() END;
     CLOSE ALL;
     RESET ALL;
     UNLISTEN *;
@@ -412,6 +406,16 @@ RETURNS boolean LANGUAGE sql AS $$
     DISCARD TEMP;
     DISCARD SEQUENCES;
     SELECT true;
+$$;
+
+CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
+                 AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
+                 AND session_user = login AND current_user = login
+                 AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)
+           THEN set_config('sessdb.end_ok', '', false) = '' AND sessdb._reset_connection()
+           ELSE false END
 $$;
 
 -- Database options (SQL Anywhere's SET OPTION PUBLIC.name = value). http_session_timeout is the

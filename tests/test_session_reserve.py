@@ -8,6 +8,8 @@ the backend pid in the answer of the ``sess`` service (tests/fixtures/20_session
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fix_app import engine_of
 from tests.test_sessions import _until, call
 
@@ -72,3 +74,25 @@ async def test_a_lost_pool_connection_is_replaced_by_a_spare_at_once(make_client
     assert first.status in (200, 503), await first.text()
     answer = await call(client, "state")
     assert answer["pid"] in ahead - {pooled}, "a spare took the lost connection's place"
+
+
+def _log_size(svcconn) -> int | None:  # type: ignore[no-untyped-def]
+    """The size of the embedded cluster's log (``postgres.log`` in its data dir), None without one."""
+    row = svcconn.execute("SELECT (pg_stat_file('postgres.log', true)).size").fetchone()
+    return None if row is None else row[0]
+
+
+async def test_creating_and_ending_sessions_logs_no_error(make_client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    """A creator's connection is not reset (it holds the session now); refusing is no error."""
+    start = _log_size(svcconn)
+    if start is None:
+        pytest.skip("the server's log is not readable here (an external SESSDB_TEST_DSN)")
+    client = await make_client(pool_size=1, session_reserve=2)
+    await _until(lambda: len(_pids(client)) == 3)
+    for n in range(3):
+        await call(client, "set,table", f"R6-{n}")
+        await call(client, "set", "", sid=f"R6-{n}")
+    assert (await call(client, "state"))["sid"] == ""
+    size = _log_size(svcconn)
+    logged = svcconn.execute("SELECT pg_read_file('postgres.log', %s, %s)", [start, size - start]).fetchone()[0]
+    assert "ERROR" not in logged, logged
