@@ -20,7 +20,7 @@ from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
 from sessdb import libpq
-from sessdb.wire import Wire
+from sessdb.wire import SYNC, Step, Wire
 
 log = logging.getLogger("sessdb.connection")
 
@@ -38,6 +38,12 @@ _RESET = (
     b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; "
     b"SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
 )
+
+
+# the session is over: the connection holds none, and the reset may run (see sessdb._reset_request)
+_ENDED = Step(b"SELECT set_config('sessdb.holds_session', '', false), set_config('sessdb.end_ok', '1', false)")
+
+_WARM_UP = Step(b"SELECT sessdb._warm_up()")
 
 
 class Backend:
@@ -113,6 +119,35 @@ class Backend:
         finally:
             self.wire.statements.forget()  # DEALLOCATE ALL
         return self.status == TransactionStatus.IDLE
+
+    async def reset_keeping_statements(self, first: bytes) -> bool:
+        """The reset of a sessionless request (``sessdb._reset_request``) for a connection that
+        served a session which has ended: the engine's prepared statements stay, so the next
+        request on it is served without preparing them again. ``first`` is one more statement
+        run before, in the same round trip. False when the reset refused (a role or session
+        authorization changed, statements PREPAREd in SQL) or failed: ``reset`` does it all then.
+        """
+        if self.broken or self.status != TransactionStatus.IDLE:
+            return False
+        try:
+            results = await self.wire.run([Step(first), _ENDED, SYNC, Step(b"SELECT sessdb._reset_request($1)",
+                                                                             [self.login])])
+        except psycopg.Error:
+            return False
+        last = results[-1]
+        return (self.status == TransactionStatus.IDLE and last is not None and self.wire.error_of(last) is None
+                and last.ntuples == 1 and last.get_value(0, 0) == b"t")
+
+    async def warm_up(self) -> None:
+        """Make a new connection ready to create a session at once (``sessdb._warm_up``);
+        closes it when interrupted, since it is nobody's yet."""
+        try:
+            await self.wire.run([_WARM_UP])
+        except psycopg.Error as exc:
+            log.debug("warming up connection %s failed: %s", self.pid, exc)
+        except BaseException:
+            await self.close()
+            raise
 
     async def rollback_if_needed(self) -> bool:
         """Roll back an open or failed transaction; False when the connection is unusable."""

@@ -43,7 +43,7 @@ _SYNC_SQL = "sessdb._sync_from_request($1, $2)"
 _SYNC_POOLED_SQL = ("CASE WHEN coalesce(current_setting('sessdb.session_id', true), '') = ''"
                     " AND coalesce(current_setting('sessdb.pending_id', true), '') = ''"
                     " THEN NULL ELSE sessdb._sync_from_request($1, $2) END")
-_FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL);"
+_FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"
 
 
 @dataclass
@@ -385,7 +385,7 @@ class Engine:
         if backend.broken or self._stopping:
             self._spawn(backend.close())
         else:
-            self.pool.adopt(backend, reset_sql=_FORGET_SESSION)
+            self.pool.adopt(backend, forget=_FORGET_SESSION)
 
     def _spawn(self, work: Awaitable[object]) -> None:
         task = asyncio.ensure_future(work)

@@ -116,14 +116,17 @@ class ConnectionPool:
         self._all.discard(backend)
         self._fill()
 
-    def adopt(self, backend: Backend, *, reset_sql: bytes = b"") -> None:
-        """Take in the connection of an ended session: reset (``reset_sql`` first, in the same
-        round trip), it fills a gap in the pool or the reserve; else it is closed."""
+    def adopt(self, backend: Backend, *, forget: bytes) -> None:
+        """Take in the connection of an ended session: reset (the statement ``forget`` first, in
+        the same round trip), it fills a gap in the pool or the reserve; else it is closed.
+
+        The reset keeps the engine's prepared statements when it can (see
+        ``Backend.reset_keeping_statements``), else it is the whole reset."""
         if self._closed:
             self._spawn(backend.close())
             return
         self._adopting.add(backend)
-        self._spawn(self._adopt(backend, reset_sql))
+        self._spawn(self._adopt(backend, forget))
 
     async def close(self) -> None:
         """Close every connection and fail the waiters."""
@@ -162,12 +165,13 @@ class ConnectionPool:
         await backend.close()
         self._fill()
 
-    async def _adopt(self, backend: Backend, reset_sql: bytes) -> None:
+    async def _adopt(self, backend: Backend, forget: bytes) -> None:
         ready = False
         try:
             backend.on_notice = None
             await backend.settle_cancel()
-            ready = not self._closed and await backend.reset(reset_sql)
+            ready = not self._closed and (await backend.reset_keeping_statements(forget)
+                                          or await backend.reset(forget + b";"))
         finally:
             self._adopting.discard(backend)
             if not ready:
@@ -221,6 +225,8 @@ class ConnectionPool:
     async def _open_one(self) -> None:
         try:
             backend = await self._open_with_retry()
+            if backend is not None and len(self._all) >= self.size:
+                await backend.warm_up()  # it goes into the reserve: make it ready for a new session
         finally:
             self._opening -= 1
         if backend is not None:

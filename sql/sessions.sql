@@ -266,6 +266,9 @@ CREATE OR REPLACE FUNCTION sessdb._sync_session(id text, engine text, created ti
                                                 timeout double precision, state text, waiting integer, addr text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+    -- the mirror is the engine's to write, whatever role the statement ran as (an authorized
+    -- service's, or one it SET itself, which a session keeps after the commit: this is local)
+    PERFORM set_config('role', 'none', true);
     IF id IS NULL THEN
         DELETE FROM sessdb.http_sessions WHERE conn_id = pg_backend_pid();
         RETURN;
@@ -417,6 +420,29 @@ RETURNS boolean LANGUAGE sql AS $$
            THEN set_config('sessdb.end_ok', '', false) = '' AND sessdb._reset_connection()
            ELSE false END
 $$;
+
+-- Run on a connection opened ahead for new sessions (SESSION_RESERVE), before its first use:
+-- PostgreSQL compiles the PL/pgSQL functions and loads the catalog entries that creating a
+-- session needs, a millisecond or more of CPU that the first creation would pay otherwise. It
+-- creates a session (with an id and a slot of its own, in a lock class no engine uses) and
+-- takes it all back: the subtransaction rolls back and the advisory locks, which a rollback
+-- keeps, are released. Nothing is left behind, and no other connection sees anything.
+CREATE OR REPLACE FUNCTION sessdb._warm_up()
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM set_config('sessdb.request', '{}', true);
+        PERFORM set_config('sessdb.session_creator', '1', true);
+        PERFORM set_config('sessdb.slots', '-1:1000000', true);
+        PERFORM sessdb.sa_set_http_option('SessionID', 'sessdb-warm-up-' || pg_backend_pid());
+        PERFORM sessdb._sync_from_request('', '');
+        PERFORM sessdb._raise('SD000', 'warmed up');
+    EXCEPTION WHEN others THEN
+        NULL;
+    END;
+    PERFORM pg_advisory_unlock_all();
+    RETURN true;
+END $$;
 
 -- Database options (SQL Anywhere's SET OPTION PUBLIC.name = value). http_session_timeout is the
 -- default timeout, in minutes, of sessions created from now on; sessions that exist keep theirs

@@ -96,3 +96,43 @@ async def test_creating_and_ending_sessions_logs_no_error(make_client, svcconn) 
     size = _log_size(svcconn)
     logged = svcconn.execute("SELECT pg_read_file('postgres.log', %s, %s)", [start, size - start]).fetchone()[0]
     assert "ERROR" not in logged, logged
+
+
+@pytest.mark.parametrize("left", ["prepare", "role"])
+async def test_an_ended_sessions_prepared_statements_and_role_are_gone(make_client, svcconn, left) -> None:  # type: ignore[no-untyped-def]
+    """What the light reset refuses to keep (see sessdb._reset_request) is reset in full."""
+    svcconn.execute("DO $$ BEGIN CREATE ROLE sess_reset_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO sess_reset_role")
+    client = await make_client(pool_size=1, session_reserve=1)
+    await _until(lambda: len(_pids(client)) == 2)
+    login = next(iter(engine_of(client).pool.backends)).login
+    first = await call(client, f"set,{left}", "R7", "sess_reset_role")
+    assert (first["prepared"], first["role"]) == ((1, login) if left == "prepare" else (0, "sess_reset_role"))
+    await call(client, "set", "", sid="R7")
+    await _until(lambda: first["pid"] in _pids(client))
+    await call(client, "set", "R7-b")  # takes the spare; R7's old connection serves next
+    reused = await call(client, "state")
+    assert reused["pid"] == first["pid"]
+    assert (reused["prepared"], reused["role"]) == (0, login)
+
+
+async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    """A spare has created a session once and taken it back (sessdb._warm_up) before its first use."""
+    client = await make_client(pool_size=1, session_reserve=2)
+    spares = set()
+
+    def warmed() -> bool:
+        spares.clear()
+        spares.update(b.pid for b in engine_of(client).pool._spares)
+        rows = svcconn.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'idle' "
+                               "AND query LIKE %s", [list(spares), "%sessdb._warm_up()%"]).fetchall()
+        return len(spares) == 2 and len(rows) == 2
+
+    await _until(warmed)
+    left = svcconn.execute(
+        "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY(%s)),"
+        " (SELECT count(*) FROM sessdb.http_sessions WHERE conn_id = ANY(%s))", [list(spares)] * 2).fetchone()
+    assert left == (0, 0), "no id, slot or session row is left of the warm-up"
+    created = [await call(client, "set,table", f"R8-{n}") for n in range(2)]
+    assert created[1]["pid"] in spares, "the second creator ran on a spare, which took the first one's place"
+    assert all(c["sid"] == f"R8-{n}" for n, c in enumerate(created))
