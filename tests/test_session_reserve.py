@@ -108,6 +108,8 @@ async def test_an_ended_sessions_prepared_statements_and_role_are_gone(make_clie
     login = next(iter(engine_of(client).pool.backends)).login
     first = await call(client, f"set,{left}", "R7", "sess_reset_role")
     assert (first["prepared"], first["role"]) == ((1, login) if left == "prepare" else (0, "sess_reset_role"))
+    again = await call(client, "state", sid="R7")  # what a session's statement left stays with the session
+    assert (again["sid"], again["prepared"], again["role"]) == ("R7", first["prepared"], first["role"])
     await call(client, "set", "", sid="R7")
     await _until(lambda: first["pid"] in _pids(client))
     await call(client, "set", "R7-b")  # takes the spare; R7's old connection serves next
