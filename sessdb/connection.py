@@ -40,7 +40,7 @@ _RESET = (
 )
 
 
-# the session is over: the connection holds none, and the reset may run (see sessdb._reset_request)
+# the session is over: the connection holds none, and the reset may run (see sessdb._reset_pooled)
 _ENDED = Step(b"SELECT set_config('sessdb.holds_session', '', false), set_config('sessdb.end_ok', '1', false)")
 
 _WARM_UP = Step(b"SELECT sessdb._warm_up()")
@@ -121,7 +121,7 @@ class Backend:
         return self.status == TransactionStatus.IDLE
 
     async def reset_keeping_statements(self, first: bytes) -> bool:
-        """The reset of a sessionless request (``sessdb._reset_request``) for a connection that
+        """The reset of a sessionless request (``sessdb._reset_pooled``) for a connection that
         served a session which has ended: the engine's prepared statements stay, so the next
         request on it is served without preparing them again. ``first`` is one more statement
         run before, in the same round trip. False when the reset refused (a role or session
@@ -130,7 +130,7 @@ class Backend:
         if self.broken or self.status != TransactionStatus.IDLE:
             return False
         try:
-            results = await self.wire.run([Step(first), _ENDED, SYNC, Step(b"SELECT sessdb._reset_request($1)",
+            results = await self.wire.run([Step(first), _ENDED, SYNC, Step(b"SELECT sessdb._reset_pooled($1)",
                                                                              [self.login])])
         except psycopg.Error:
             return False
@@ -138,16 +138,29 @@ class Backend:
         return (self.status == TransactionStatus.IDLE and last is not None and self.wire.error_of(last) is None
                 and last.ntuples == 1 and last.get_value(0, 0) == b"t")
 
-    async def warm_up(self) -> None:
-        """Make a new connection ready to create a session at once (``sessdb._warm_up``);
-        closes it when interrupted, since it is nobody's yet."""
+    async def warm_up(self) -> bool:
+        """Make a new connection ready to create a session at once (``sessdb._warm_up``).
+
+        When the warm-up did not run to its end (an older schema, a timeout), whatever it left
+        is reset. False when the connection is unusable: it is closed then, and also when
+        interrupted, since it is nobody's yet.
+        """
         try:
-            await self.wire.run([_WARM_UP])
+            results = await self.wire.run([_WARM_UP])
+            last = results[-1] if results else None
+            if last is not None and self.wire.error_of(last) is None and last.ntuples == 1 \
+                    and last.get_value(0, 0) == b"t" and self.status == TransactionStatus.IDLE:
+                return True
+            log.debug("connection %s was not warmed up: %s", self.pid, last and self.wire.error_of(last))
+            if await self.reset():
+                return True
         except psycopg.Error as exc:
             log.debug("warming up connection %s failed: %s", self.pid, exc)
         except BaseException:
             await self.close()
             raise
+        await self.close()
+        return False
 
     async def rollback_if_needed(self) -> bool:
         """Roll back an open or failed transaction; False when the connection is unusable."""

@@ -64,7 +64,7 @@ class Outcome:
     pgrst_headers: str | None = None
     pgrst_status: str | None = None
     committed: bool = False
-    clean: bool = False  # the connection was reset after the commit (see sessdb._reset_request)
+    clean: bool = False  # the connection was reset after the commit (see sessdb._reset_pooled)
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,19 +139,21 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
         return steps
-    if call.role is not None:
-        steps.append(_RESET_ROLE)  # the engine's own bookkeeping runs as the engine
+    if call.role is not None or reset_as is None:
+        # the engine's own bookkeeping runs as the engine: after an authorized service's role,
+        # and after a session's statement that SET ROLE (local, so the session keeps its role)
+        steps.append(_ENGINE_ROLE)
     tail = f"{_READ_PGRST}, {before_commit[0]}"
     if reset_as is None:
         steps.append(Step(tail.encode(), before_commit[1]))
         return steps
     steps.append(Step(f"{tail}, {_COMMITTING}".encode(), before_commit[1]))
     steps.append(SYNC)
-    steps.append(Step(b"SELECT sessdb._reset_request($1)", [reset_as]))
+    steps.append(Step(b"SELECT sessdb._reset_pooled($1)", [reset_as]))
     return steps
 
 
-# set by the request's last statement, taken back by its rollback: sessdb._reset_request runs
+# set by the request's last statement, taken back by its rollback: sessdb._reset_pooled runs
 # only after a commit
 _COMMITTING = "set_config('sessdb.end_ok', '1', false)"
 
@@ -202,7 +204,7 @@ def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool)
         sync = next((i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC),
                     len(results))
         request, reset = results[:sync], results[sync + 1:]
-        # the reset answers true, or false when it refused (see sessdb._reset_request)
+        # the reset answers true, or false when it refused (see sessdb._reset_pooled)
         outcome.clean = (len(reset) == 1 and reset[0] is not None and wire.error_of(reset[0]) is None
                          and reset[0].ntuples == 1 and reset[0].get_value(0, 0) == b"t")
     errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
@@ -230,7 +232,7 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-_RESET_ROLE = Step(b"RESET ROLE")
+_ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true)")
 _READ_PGRST_STEP = Step(_READ_PGRST.encode())
 
 

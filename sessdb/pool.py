@@ -1,7 +1,7 @@
 """The pool of connections for sessionless requests.
 
 Connections are reset after every use, before anyone can take them again: in the request's
-own round trip when it can be (``sessdb._reset_request``), else here, in the background. A
+own round trip when it can be (``sessdb._reset_pooled``), else here, in the background. A
 connection can also leave the pool for good with ``detach`` when its request makes it a
 session's; the pool then takes a spare from its reserve at once (``SESSION_RESERVE``
 connections opened ahead, so that creating a session never waits for PostgreSQL to open a
@@ -225,8 +225,8 @@ class ConnectionPool:
     async def _open_one(self) -> None:
         try:
             backend = await self._open_with_retry()
-            if backend is not None and len(self._all) >= self.size:
-                await backend.warm_up()  # it goes into the reserve: make it ready for a new session
+            if backend is not None and len(self._all) >= self.size and not await backend.warm_up():
+                backend = None  # it goes into the reserve, ready for a new session, or is closed
         finally:
             self._opening -= 1
         if backend is not None:

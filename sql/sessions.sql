@@ -398,7 +398,6 @@ END $$;
 -- commands are in a function of their own, so that a refusal skips them without an error
 -- (which PostgreSQL would log for every session created).
 DROP FUNCTION IF EXISTS sessdb._end_request();
-DROP FUNCTION IF EXISTS sessdb._reset_refused();
 
 CREATE OR REPLACE FUNCTION sessdb._reset_connection()
 RETURNS boolean LANGUAGE sql AS $$
@@ -411,7 +410,7 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT true;
 $$;
 
-CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
+CREATE OR REPLACE FUNCTION sessdb._reset_pooled(login text)
 RETURNS boolean LANGUAGE sql AS $$
     SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
                  AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
@@ -421,15 +420,32 @@ RETURNS boolean LANGUAGE sql AS $$
            ELSE false END
 $$;
 
+-- The same for engines of earlier versions (a rolling restart runs the new SQL under them):
+-- they count a reset as done unless it fails, so a refusal raises.
+CREATE OR REPLACE FUNCTION sessdb._reset_refused()
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SD000', MESSAGE = 'sessdb: this connection needs a full reset';
+END $$;
+
+CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT CASE WHEN sessdb._reset_pooled(login) THEN true ELSE sessdb._reset_refused() END
+$$;
+
 -- Run on a connection opened ahead for new sessions (SESSION_RESERVE), before its first use:
 -- PostgreSQL compiles the PL/pgSQL functions and loads the catalog entries that creating a
 -- session needs, a millisecond or more of CPU that the first creation would pay otherwise. It
 -- creates a session (with an id and a slot of its own, in a lock class no engine uses) and
 -- takes it all back: the subtransaction rolls back and the advisory locks, which a rollback
--- keeps, are released. Nothing is left behind, and no other connection sees anything.
+-- keeps, are released. Nothing is left behind, and no other connection sees anything. It
+-- waits at most a second for a lock (a migration's, say): a spare is not held up for it.
 CREATE OR REPLACE FUNCTION sessdb._warm_up()
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql SET lock_timeout = '1s' AS $$
 BEGIN
+    IF sessdb._setting('sessdb.request') IS NOT NULL OR sessdb._setting('sessdb.holds_session') IS NOT NULL THEN
+        RETURN false;  -- only for a connection that serves nothing yet, never from a request
+    END IF;
     BEGIN
         PERFORM set_config('sessdb.request', '{}', true);
         PERFORM set_config('sessdb.session_creator', '1', true);
@@ -437,7 +453,7 @@ BEGIN
         PERFORM sessdb.sa_set_http_option('SessionID', 'sessdb-warm-up-' || pg_backend_pid());
         PERFORM sessdb._sync_from_request('', '');
         PERFORM sessdb._raise('SD000', 'warmed up');
-    EXCEPTION WHEN others THEN
+    EXCEPTION WHEN others OR query_canceled THEN
         NULL;
     END;
     PERFORM pg_advisory_unlock_all();

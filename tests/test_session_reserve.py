@@ -12,6 +12,7 @@ import pytest
 
 from tests.fix_app import engine_of
 from tests.test_sessions import _until, call
+from tests.web_helpers import ServiceMaker, services  # noqa: F401 (a fixture)
 
 
 def _pids(client) -> set[int]:  # type: ignore[no-untyped-def]
@@ -100,7 +101,7 @@ async def test_creating_and_ending_sessions_logs_no_error(make_client, svcconn) 
 
 @pytest.mark.parametrize("left", ["prepare", "role"])
 async def test_an_ended_sessions_prepared_statements_and_role_are_gone(make_client, svcconn, left) -> None:  # type: ignore[no-untyped-def]
-    """What the light reset refuses to keep (see sessdb._reset_request) is reset in full."""
+    """What the light reset refuses to keep (see sessdb._reset_pooled) is reset in full."""
     svcconn.execute("DO $$ BEGIN CREATE ROLE sess_reset_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO sess_reset_role")
     client = await make_client(pool_size=1, session_reserve=1)
@@ -138,3 +139,17 @@ async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn)
     created = [await call(client, "set,table", f"R8-{n}") for n in range(2)]
     assert created[1]["pid"] in spares, "the second creator ran on a spare, which took the first one's place"
     assert all(c["sid"] == f"R8-{n}" for n, c in enumerate(created))
+
+
+async def test_the_warm_up_does_nothing_inside_a_request(make_client, services: ServiceMaker) -> None:  # type: ignore[no-untyped-def]
+    """Called from a service statement (in a session or not), sessdb._warm_up refuses: it would
+    give up the session's id and slot."""
+    client = await make_client(pool_size=1, session_reserve=1)
+    name = await services.create(client, "RAW", "SELECT sessdb._warm_up()")
+    await call(client, "set", "R9")
+    for sid in ("R9", None):
+        resp = await client.get(f"/{name}", params={"sessionid": sid} if sid else {})
+        assert (resp.status, await resp.text()) == (200, "false")
+    taken = await call(client, "set", "R9", status=500)
+    assert "SD939" in taken["text"], "R9's id is still held by its session"
+    assert (await call(client, "state", sid="R9"))["sid"] == "R9"
