@@ -134,9 +134,7 @@ class Backend:
                                                                              [self.login])])
         except psycopg.Error:
             return False
-        last = results[-1]
-        return (self.status == TransactionStatus.IDLE and last is not None and self.wire.error_of(last) is None
-                and last.ntuples == 1 and last.get_value(0, 0) == b"t")
+        return self.status == TransactionStatus.IDLE and self.wire.answered_true(results[-1])
 
     async def warm_up(self) -> bool:
         """Make a new connection ready to create a session at once (``sessdb._warm_up``).
@@ -146,12 +144,10 @@ class Backend:
         interrupted, since it is nobody's yet.
         """
         try:
-            results = await self.wire.run([_WARM_UP])
-            last = results[-1] if results else None
-            if last is not None and self.wire.error_of(last) is None and last.ntuples == 1 \
-                    and last.get_value(0, 0) == b"t" and self.status == TransactionStatus.IDLE:
+            (result,) = await self.wire.run([_WARM_UP])
+            if self.wire.answered_true(result) and self.status == TransactionStatus.IDLE:
                 return True
-            log.debug("connection %s was not warmed up: %s", self.pid, last and self.wire.error_of(last))
+            log.debug("connection %s was not warmed up: %s", self.pid, self.wire.error_of(result))
             if await self.reset():
                 return True
         except psycopg.Error as exc:

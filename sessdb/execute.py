@@ -205,8 +205,7 @@ def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool)
                     len(results))
         request, reset = results[:sync], results[sync + 1:]
         # the reset answers true, or false when it refused (see sessdb._reset_pooled)
-        outcome.clean = (len(reset) == 1 and reset[0] is not None and wire.error_of(reset[0]) is None
-                         and reset[0].ntuples == 1 and reset[0].get_value(0, 0) == b"t")
+        outcome.clean = len(reset) == 1 and wire.answered_true(reset[0])
     errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]

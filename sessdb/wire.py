@@ -217,6 +217,11 @@ class Wire:
             return psycopg.errors.PipelineAborted("pipeline aborted")
         return None
 
+    def answered_true(self, res: pq.abc.PGresult | None) -> bool:
+        """True for a successful result of one row whose first value is ``true``."""
+        return (res is not None and self.error_of(res) is None and res.ntuples == 1
+                and res.get_value(0, 0) == b"t")
+
 
 
 
