@@ -20,7 +20,7 @@ from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.types.string import StrDumper
 
 from sessdb import libpq
-from sessdb.wire import SYNC, Step, Wire
+from sessdb.wire import Step, Wire
 
 log = logging.getLogger("sessdb.connection")
 
@@ -40,8 +40,12 @@ _RESET = (
 )
 
 
-# the session is over: the connection holds none, and the reset may run (see sessdb._reset_pooled)
-_ENDED = Step(b"SELECT set_config('sessdb.holds_session', '', false), set_config('sessdb.end_ok', '1', false)")
+# the engine's own statements run as the login: after an authorized service's role, and after a
+# statement that SET ROLE (local: a session keeps its role)
+ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true)")
+
+# the session is over: the connection holds none, and the reset may run (see sessdb._end_pooled)
+_END_AND_RESET = b"SELECT set_config('sessdb.holds_session', '', false), sessdb._end_pooled($1)"
 
 _WARM_UP = Step(b"SELECT sessdb._warm_up()")
 
@@ -121,20 +125,19 @@ class Backend:
         return self.status == TransactionStatus.IDLE
 
     async def reset_keeping_statements(self, first: bytes) -> bool:
-        """The reset of a sessionless request (``sessdb._reset_pooled``) for a connection that
+        """The reset of a sessionless request (``sessdb._end_pooled``) for a connection that
         served a session which has ended: the engine's prepared statements stay, so the next
         request on it is served without preparing them again. ``first`` is one more statement
-        run before, in the same round trip. False when the reset refused (a role or session
-        authorization changed, statements PREPAREd in SQL) or failed: ``reset`` does it all then.
+        run before, in the same transaction. False when the reset refused (a session authorization
+        changed, statements PREPAREd in SQL) or failed: ``reset`` does it all then.
         """
         if self.broken or self.status != TransactionStatus.IDLE:
             return False
         try:
-            results = await self.wire.run([Step(first), _ENDED, SYNC, Step(b"SELECT sessdb._reset_pooled($1)",
-                                                                             [self.login])])
+            results = await self.wire.run([Step(first), ENGINE_ROLE, Step(_END_AND_RESET, [self.login])])
         except psycopg.Error:
             return False
-        return self.status == TransactionStatus.IDLE and self.wire.answered_true(results[-1])
+        return self.status == TransactionStatus.IDLE and self.wire.answered_true(results[-1], column=-1)
 
     async def warm_up(self) -> bool:
         """Make a new connection ready to create a session at once (``sessdb._warm_up``).

@@ -1,10 +1,10 @@
 """Running one ``Call`` on one backend, in one transaction, in one network round trip.
 
-The request is one libpq pipeline: the settings of the request context, the statement, a read
-of PostgREST's ``response.*`` settings (with the engine's bookkeeping) and, for a sessionless
-request, after a Sync, the reset of the connection. Statements sent together up to a Sync run
-in one implicit transaction: it commits at the Sync when all succeeded and rolls back when one
-failed, so the request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions
+The request is one libpq pipeline: the settings of the request context, the statement, and a
+read of PostgREST's ``response.*`` settings with the engine's bookkeeping, which for a
+sessionless request ends with the reset of the connection (``sessdb._end_pooled``). Statements
+sent together up to a Sync run in one implicit transaction: it commits at the Sync when all
+succeeded and rolls back when one failed, so the request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions
 raise while the statement runs (``sessdb-event`` notices) are collected in order.
 
 Every statement, the service's included, runs as a named prepared statement of its connection
@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from sessdb.connection import Backend
-from sessdb.wire import SYNC, ExecStatus, Step, Wire
+from sessdb.connection import ENGINE_ROLE, Backend
+from sessdb.wire import ExecStatus, Step, Wire
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
@@ -64,7 +64,7 @@ class Outcome:
     pgrst_headers: str | None = None
     pgrst_status: str | None = None
     committed: bool = False
-    clean: bool = False  # the connection was reset after the commit (see sessdb._reset_pooled)
+    clean: bool = False  # the connection was reset by the request itself (see sessdb._end_pooled)
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,7 +129,8 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
 
 def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
            before_commit: tuple[str, list[Any]] | None, reset_as: str | None) -> list[Step]:
-    """The request's pipeline: settings, statement, pgrst read (and sync); then the reset.
+    """The request's pipeline: settings, statement, pgrst read; for a sessionless request, the
+    read ends with the reset of the connection (``sessdb._end_pooled``).
 
     ``reset_as`` is the engine's login role, given when the connection is to be reset.
     """
@@ -139,23 +140,12 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
         return steps
-    if call.role is not None or reset_as is None:
-        # the engine's own bookkeeping runs as the engine: after an authorized service's role,
-        # and after a session's statement that SET ROLE (local, so the session keeps its role)
-        steps.append(_ENGINE_ROLE)
-    tail = f"{_READ_PGRST}, {before_commit[0]}"
-    if reset_as is None:
-        steps.append(Step(tail.encode(), before_commit[1]))
-        return steps
-    steps.append(Step(f"{tail}, {_COMMITTING}".encode(), before_commit[1]))
-    steps.append(SYNC)
-    steps.append(Step(b"SELECT sessdb._reset_pooled($1)", [reset_as]))
+    steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
+    select, params = f"{_READ_PGRST}, {before_commit[0]}", before_commit[1]
+    if reset_as is not None:
+        select, params = f"{select}, sessdb._end_pooled(${len(params) + 1})", [*params, reset_as]
+    steps.append(Step(select.encode(), params))
     return steps
-
-
-# set by the request's last statement, taken back by its rollback: sessdb._reset_pooled runs
-# only after a commit
-_COMMITTING = "set_config('sessdb.end_ok', '1', false)"
 
 
 _STATEMENT_STEP = 1
@@ -199,21 +189,13 @@ def _names_own_statement(res: Any) -> bool:
 
 def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool) -> None:
     """Fill ``outcome`` from the pipeline's results (see ``_steps`` for their order)."""
-    request = results
-    if end_request:
-        sync = next((i for i, r in enumerate(results) if r is not None and r.status == ExecStatus.PIPELINE_SYNC),
-                    len(results))
-        request, reset = results[:sync], results[sync + 1:]
-        # the reset answers true, or false when it refused (see sessdb._reset_pooled)
-        outcome.clean = len(reset) == 1 and wire.answered_true(reset[0])
-    errors = [e for e in (wire.error_of(r) for r in request) if e is not None]
+    errors = [e for e in (wire.error_of(r) for r in results) if e is not None]
     if errors:
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]
         outcome.error = (real or errors)[0]
-        outcome.clean = False
         return
     outcome.committed = True
-    statement = request[1]
+    statement = results[1]
     if statement is not None and statement.status == ExecStatus.TUPLES_OK:
         try:
             outcome.columns, outcome.rows = wire.load_rows(statement)
@@ -221,17 +203,18 @@ def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool)
             # committed, but a value Python cannot hold (a date 'infinity', a huge interval):
             # answer with PostgreSQL's own text for every value rather than a false failure
             outcome.columns, outcome.rows = wire.load_rows_as_text(statement)
-    tail = request[-1]
+    tail = results[-1]
     if tail is not None and tail.ntuples:
         outcome.pgrst_headers = _text(tail.get_value(0, 0))
         outcome.pgrst_status = _text(tail.get_value(0, 1))
+    # the reset answers true, or false when it refused (see sessdb._end_pooled)
+    outcome.clean = end_request and wire.answered_true(tail, column=-1)
 
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
 
-_ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true)")
 _READ_PGRST_STEP = Step(_READ_PGRST.encode())
 
 

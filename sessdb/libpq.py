@@ -1,15 +1,12 @@
-"""The libpq that psycopg loaded, for two calls psycopg does not make the way the engine needs.
+"""The libpq that psycopg loaded, for a call psycopg does not make the way the engine needs.
 
-- ``send_sync``: libpq's ``PQsendPipelineSync`` (libpq 17 and later), a Sync that is queued,
-  not sent. psycopg wraps only ``PQpipelineSync``, which sends (one more system call and one
-  more wake-up of the backend per Sync).
-- ``connect``: a connection's handshake with ``PQconnectPoll`` called through ctypes in a
-  worker thread. psycopg polls on the event loop and holds the GIL while libpq works, and a
-  SCRAM handshake makes libpq derive the password's key (thousands of HMAC rounds, about 2 ms
-  of CPU here): every connection opened would stall all requests that long.
+``connect``: a connection's handshake with ``PQconnectPoll`` called through ctypes in a
+worker thread. psycopg polls on the event loop and holds the GIL while libpq works, and a
+SCRAM handshake makes libpq derive the password's key (thousands of HMAC rounds, about 2 ms
+of CPU here): every connection opened would stall all requests that long.
 
-Both are called on the libpq psycopg itself loaded (found among the process's mappings), so
-that the connection structure is the one it knows. Without it, both fall back to psycopg.
+It is called on the libpq psycopg itself loaded (found among the process's mappings), so that
+the connection structure is the one it knows. Without it, ``connect`` falls back to psycopg.
 """
 
 from __future__ import annotations
@@ -27,15 +24,15 @@ from psycopg.conninfo import conninfo_attempts_async, conninfo_to_dict, make_con
 _POLL_FAILED, _POLL_READING, _POLL_WRITING, _POLL_OK = 0, 1, 2, 3
 
 
-def _library() -> tuple[ctypes.CDLL, ctypes.PyDLL] | None:
-    """libpq opened twice: without the GIL (calls that may take long) and with it (quick calls)."""
+def _library() -> ctypes.CDLL | None:
+    """libpq, called without the GIL."""
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
             paths = {line.split()[-1] for line in maps if "/libpq" in line}
         if len(paths) != 1:
             return None
         path = paths.pop()
-        return ctypes.CDLL(path), ctypes.PyDLL(path)
+        return ctypes.CDLL(path)
     except OSError:
         return None
 
@@ -48,17 +45,7 @@ def _function(library: ctypes.CDLL | None, name: str) -> Callable[[int], int] | 
     return function
 
 
-_LIBRARIES = _library()
-_PQ_SEND_PIPELINE_SYNC = _function(_LIBRARIES[1] if _LIBRARIES else None, "PQsendPipelineSync")
-_PQ_CONNECT_POLL = _function(_LIBRARIES[0] if _LIBRARIES else None, "PQconnectPoll")
-
-
-def send_sync(pgconn: pq.abc.PGconn) -> None:
-    """Queue a Sync in the connection's pipeline (``pipeline_sync`` where libpq lacks it)."""
-    if _PQ_SEND_PIPELINE_SYNC is None:
-        pgconn.pipeline_sync()
-    elif _PQ_SEND_PIPELINE_SYNC(pgconn.pgconn_ptr) != 1:
-        raise psycopg.OperationalError(f"cannot queue a Sync: {pgconn.error_message.decode(errors='replace').strip()}")
+_PQ_CONNECT_POLL = _function(_library(), "PQconnectPoll")
 
 
 async def connect(conninfo: str, *, autocommit: bool, prepare_threshold: int | None,

@@ -6,8 +6,8 @@ psycopg's ``pgconn`` and read back with one socket reader for the whole batch. E
 parameter goes as text (OID 25). Results come back raw (``PGresult``); ``load_rows`` turns a
 result set into Python values with psycopg's own loaders.
 
-Steps marked ``prepare`` run as named prepared statements of the connection (its
-``Statements``): parsed and planned by PostgreSQL once per connection instead of once per
+The steps run in one implicit transaction, which the pipeline's one Sync ends. Each step runs
+as a named prepared statement of the connection (its ``Statements``): parsed and planned by PostgreSQL once per connection instead of once per
 request. The names are the engine's own (``_sessdb_<n>``); a statement's Parse goes in the
 same pipeline as its first use, so preparing costs no round trip.
 """
@@ -25,7 +25,6 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
 
-from sessdb import libpq
 
 TEXT_OID = 25
 ExecStatus = pq.ExecStatus
@@ -34,18 +33,10 @@ ExecStatus = pq.ExecStatus
 @dataclass(frozen=True)
 class Step:
     """One statement of a pipeline, run as a named prepared statement of the connection (see
-    ``Statements``); ``params`` None sends it without parameters.
-
-    ``SYNC`` is no statement but a Sync: it ends the implicit transaction of the steps before
-    it, and its result is the ``PIPELINE_SYNC`` marker.
-    """
+    ``Statements``); ``params`` None sends it without parameters."""
 
     sql: bytes
     params: Sequence[str | None] | None = None
-    sync: bool = False
-
-
-SYNC = Step(b"", sync=True)
 
 
 class Statements:
@@ -161,10 +152,10 @@ class Wire:
         try:
             pgconn.enter_pipeline_mode()
             try:
-                extra, sizes = _send_all(pgconn, steps, self.statements)
+                extra = _send_all(pgconn, steps, self.statements)
                 pgconn.pipeline_sync()
                 await _flush(pgconn, asyncio.get_running_loop(), fd)
-                results = await _collect(pgconn, readable, sizes)
+                results = await _collect(pgconn, readable, len(steps) + len(extra))
             except BaseException:
                 self.interrupted = True  # results may be pending: the connection cannot be used again
                 raise
@@ -217,34 +208,28 @@ class Wire:
             return psycopg.errors.PipelineAborted("pipeline aborted")
         return None
 
-    def answered_true(self, res: pq.abc.PGresult | None) -> bool:
-        """True for a successful result of one row whose first value is ``true``."""
-        return (res is not None and self.error_of(res) is None and res.ntuples == 1
-                and res.get_value(0, 0) == b"t")
+    def answered_true(self, res: pq.abc.PGresult | None, column: int = 0) -> bool:
+        """True for a successful result of one row whose value in ``column`` (-1: the last) is ``true``."""
+        if res is None or self.error_of(res) is not None or res.ntuples != 1:
+            return False
+        return res.get_value(0, column % res.nfields if res.nfields else 0) == b"t"
 
 
 
 
 def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
-              statements: Statements) -> tuple[dict[int, tuple[bytes, bytes] | None], list[int]]:
-    """Send every step but the final Sync.
+              statements: Statements) -> dict[int, tuple[bytes, bytes] | None]:
+    """Send every step, but not the Sync.
 
     Returns the commands sent besides the steps, by position ((sql, name) of a Parse, None
-    of a Close), and the number of commands before each Sync.
+    of a Close).
     """
     extra: dict[int, tuple[bytes, bytes] | None] = {}
     for name in statements.take_closing():
         extra[len(extra)] = None
         pgconn.send_close_prepared(name)
-    sizes: list[int] = []
-    sent = segment_start = len(extra)
+    sent = len(extra)
     for step in steps:
-        if step.sync:
-            libpq.send_sync(pgconn)
-            sizes.append(sent - segment_start)
-            sent += 1
-            segment_start = sent
-            continue
         values = None if step.params is None else [None if v is None else v.encode("utf-8") for v in step.params]
         name = statements.name_of(step.sql)
         if name is None:
@@ -254,8 +239,7 @@ def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],
             pgconn.send_prepare(name, step.sql, param_types=None if values is None else [TEXT_OID] * len(values))
         pgconn.send_query_prepared(name, values)
         sent += 1
-    sizes.append(sent - segment_start)
-    return extra, sizes
+    return extra
 
 
 def _own_results(results: list[pq.abc.PGresult | None], extra: dict[int, tuple[bytes, bytes] | None],
@@ -291,16 +275,15 @@ async def _flush(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop, fd: int
             loop.remove_writer(fd)
 
 
-async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, sizes: list[int]) -> list[pq.abc.PGresult | None]:
-    """Each command's last result, and the marker of each Sync but the last.
+async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, size: int) -> list[pq.abc.PGresult | None]:
+    """The last result of each of the ``size`` commands before the Sync.
 
-    ``sizes`` are the numbers of commands before each Sync. An error at a Sync itself (a
-    commit that fails: a deferred constraint, a serialization failure) stands as the result
-    of the last command before it, so that positions stay those of the commands.
+    An error at the Sync itself (a commit that fails: a deferred constraint, a serialization
+    failure) stands as the result of the last command, so that positions stay those of the
+    commands.
     """
     results: list[pq.abc.PGresult | None] = []
     current: pq.abc.PGresult | None = None
-    segment, start = 0, 0
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
@@ -308,26 +291,19 @@ async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, sizes: list[i
             if res is None:
                 results.append(current)  # the end of one statement's results
                 current = None
-                continue
-            if res.status != ExecStatus.PIPELINE_SYNC:
+            elif res.status != ExecStatus.PIPELINE_SYNC:
                 current = res
-                continue
-            _close_segment(results, start, sizes[segment], current)
-            current = None
-            segment += 1
-            if segment == len(sizes):
-                return results
-            results.append(res)
-            start = len(results)
+            else:
+                return _trimmed(results, size, current)
         readable.clear()
         await readable.wait()
 
 
-def _close_segment(results: list[pq.abc.PGresult | None], start: int, size: int,
-                   pending: pq.abc.PGresult | None) -> None:
-    """Trim the results since ``start`` to ``size``; an error beyond them replaces the last."""
-    surplus = [r for r in [*results[start + size:], pending] if r is not None and r.status == ExecStatus.FATAL_ERROR]
-    del results[start + size:]
-    results.extend([None] * (start + size - len(results)))
+def _trimmed(results: list[pq.abc.PGresult | None], size: int,
+             pending: pq.abc.PGresult | None) -> list[pq.abc.PGresult | None]:
+    """``results`` trimmed or padded to ``size``; an error beyond them replaces the last."""
+    surplus = [r for r in [*results[size:], pending] if r is not None and r.status == ExecStatus.FATAL_ERROR]
+    results = results[:size] + [None] * (size - len(results))
     if surplus and size:
         results[-1] = surplus[0]
+    return results

@@ -175,6 +175,45 @@ async def test_a_commit_that_fails_answers_its_error(make_client, services: Serv
         svcconn.execute(f"DROP TABLE public.{parent}")
 
 
+
+async def test_deferred_triggers_see_the_request_and_the_connection_is_still_reset(
+        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+    # the pooled reset runs inside the request's transaction: deferred constraint triggers fire
+    # before it, with the request's settings, as at a commit; a temp table they fire on is dropped after
+    log, fill = unique("deferred_log"), unique("deferred_fill")
+    svcconn.execute(f"CREATE TABLE public.{log} (path text)")
+    svcconn.execute(f"GRANT ALL ON public.{log} TO PUBLIC")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{log}_note() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.{log} VALUES (current_setting('request.path', true));
+            RETURN NULL;
+        END $$""")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{fill}() RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            CREATE TEMP TABLE deferred_probe (x int);
+            CREATE CONSTRAINT TRIGGER note AFTER INSERT ON deferred_probe DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION public.{log}_note();
+            INSERT INTO deferred_probe VALUES (1), (2);
+            RETURN 'filled';
+        END $$""")
+    try:
+        client = await make_client(pool_size=1)
+        filler = await services.create(client, "RAW", f"SELECT public.{fill}()")
+        probe = await services.create(client, "RAW", "SELECT to_regclass('pg_temp.deferred_probe') IS NULL")
+        for _ in range(2):  # the temp table is gone, so the same request runs again on the same connection
+            resp = await client.get(f"/{filler}")
+            assert (resp.status, await resp.text()) == (200, "filled")
+            assert await (await client.get(f"/{probe}")).text() == "true"
+        paths = svcconn.execute(f"SELECT path FROM public.{log}").fetchall()
+        assert paths == [(f"/{filler}",)] * 4
+    finally:
+        svcconn.execute(f"DROP FUNCTION public.{fill}()")
+        svcconn.execute(f"DROP TABLE public.{log}")
+        svcconn.execute(f"DROP FUNCTION public.{log}_note()")
+
+
 # --- cancellation -----------------------------------------------------------------------------------
 
 
