@@ -40,9 +40,10 @@ _RESET = (
 )
 
 
-# the engine's own statements run as the login: after an authorized service's role, and after a
-# statement that SET ROLE (local: a session keeps its role)
-ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true)")
+# the engine's own statements after a request's run as the login (after an authorized service's
+# role, or a statement that SET ROLE: local, so a session keeps its role) and without the request's
+# statement timeout (a request's own work is done by then)
+ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true), set_config('statement_timeout', '0', true)")
 
 # the session is over: the connection holds none, and the reset may run (see sessdb._end_pooled)
 _END_AND_RESET = b"SELECT set_config('sessdb.holds_session', '', false), sessdb._end_pooled($1)"
@@ -134,7 +135,7 @@ class Backend:
         if self.broken or self.status != TransactionStatus.IDLE:
             return False
         try:
-            results = await self.wire.run([Step(first), ENGINE_ROLE, Step(_END_AND_RESET, [self.login])])
+            results = await self.wire.run([ENGINE_ROLE, Step(first), Step(_END_AND_RESET, [self.login])])
         except psycopg.Error:
             return False
         return self.status == TransactionStatus.IDLE and self.wire.answered_true(results[-1], column=-1)

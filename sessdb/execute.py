@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.pq import TransactionStatus
 
 from sessdb.connection import ENGINE_ROLE, Backend
 from sessdb.wire import ExecStatus, Step, Wire
@@ -121,10 +122,21 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     finally:
         backend.running = False
         backend.on_notice = None
+    if outcome.committed and backend.status == TransactionStatus.INTRANS:
+        await _commit_left_open(backend, outcome)
     if not outcome.committed:
         await backend.settle_cancel()  # a late cancel must not hit the rollback
         await backend.rollback_if_needed()
     return outcome
+
+
+async def _commit_left_open(backend: Backend, outcome: Outcome) -> None:
+    """The statement opened a transaction block (``BEGIN``), which the Sync leaves open: it is
+    committed, as the work of every request is, so that nothing of it reaches the next one."""
+    try:
+        await backend.conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        outcome.error, outcome.committed, outcome.clean = exc, False, False
 
 
 def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
@@ -140,6 +152,9 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
         return steps
+    # deferred constraints are checked now, as at the commit (the request's settings, role and
+    # timeout), so that the bookkeeping and the reset see what their triggers did
+    steps.append(_FIRE_DEFERRED)
     steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
     select, params = f"{_READ_PGRST}, {before_commit[0]}", before_commit[1]
     if reset_as is not None:
@@ -216,6 +231,7 @@ def _text(value: bytes | None) -> str | None:
 
 
 _READ_PGRST_STEP = Step(_READ_PGRST.encode())
+_FIRE_DEFERRED = Step(b"SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _notice_router(on_event: EventHandler):  # type: ignore[no-untyped-def]

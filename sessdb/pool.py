@@ -1,7 +1,7 @@
 """The pool of connections for sessionless requests.
 
 Connections are reset after every use, before anyone can take them again: in the request's
-own round trip when it can be (``sessdb._reset_pooled``), else here, in the background. A
+own round trip when it can be (``sessdb._end_pooled``), else here, in the background. A
 connection can also leave the pool for good with ``detach`` when its request makes it a
 session's; the pool then takes a spare from its reserve at once (``SESSION_RESERVE``
 connections opened ahead, so that creating a session never waits for PostgreSQL to open a

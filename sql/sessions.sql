@@ -387,22 +387,24 @@ BEGIN
 END $$;
 
 -- A sessionless request ends with sessdb._end_pooled, the last value of its last statement, in
--- the request's own transaction and round trip: it forgets everything the request left on the connection
--- that DISCARD ALL would forget and a user can see, but the engine's own prepared statements, so
--- that the connection can serve the next request at once. True when it reset the connection.
--- It refuses (false, and the pool resets the connection in full, or it stays with the session
--- it now holds) when the connection holds a session, a session authorization is left, or
--- something was PREPAREd in SQL; when the request fails before it, or its commit fails, the
+-- the request's own transaction and round trip: it forgets everything the request left on the
+-- connection that DISCARD ALL would forget and a user can see, but the engine's own prepared
+-- statements, so that the connection can serve the next request at once. True when it reset the
+-- connection. It refuses (false, and the pool resets the connection in full, or it stays with the
+-- session it now holds) when the connection holds a session, a session authorization is left,
+-- or something was PREPAREd in SQL; when the request fails before it, or its commit fails, the
 -- engine resets the connection in full too, since nothing of this ran.
--- Deferred constraints are checked first, while the request's settings are still there (so
--- their triggers see the request as at a commit, and their errors fail the request); then the
--- reset runs inside the transaction, which the commit makes final. The request's engine-role
--- step has made the current role the login's again, for this transaction only: RESET ROLE takes
--- back a role the statement SET, since the commit keeps the last non-local value.
+-- The request's deferred constraints were checked by a step of its own, right after its
+-- statement, so that whatever their triggers did is checked and reset here too; anything they
+-- deferred again is checked first. The request's engine-role step has made the current role the
+-- login's again, for this transaction only: RESET ROLE takes back a role the statement SET,
+-- since the commit keeps the last non-local value.
 -- SQL functions: PostgreSQL keeps their plans, where PL/pgSQL would EXECUTE each command; the
 -- commands are in a function of their own, so that a refusal skips them without an error
--- (which PostgreSQL would log for every session created).
+-- (which PostgreSQL would log for every session created). Relations are named with their
+-- schema: a temp view must not stand in for pg_catalog's.
 DROP FUNCTION IF EXISTS sessdb._end_request();
+DROP FUNCTION IF EXISTS sessdb._reset_in_request();
 
 CREATE OR REPLACE FUNCTION sessdb._reset_connection()
 RETURNS boolean LANGUAGE sql AS $$
@@ -416,19 +418,14 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT true;
 $$;
 
-CREATE OR REPLACE FUNCTION sessdb._reset_in_request()
-RETURNS boolean LANGUAGE sql AS $$
-    SET CONSTRAINTS ALL IMMEDIATE;
-    SELECT sessdb._reset_connection();
-$$;
-
 CREATE OR REPLACE FUNCTION sessdb._end_pooled(login text)
 RETURNS boolean LANGUAGE sql AS $$
+    SET CONSTRAINTS ALL IMMEDIATE;
     SELECT CASE WHEN coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
                  AND session_user = login AND current_user = login
-                 AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)
-           THEN sessdb._reset_in_request()
-           ELSE false END
+                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql)
+           THEN sessdb._reset_connection()
+           ELSE false END;
 $$;
 
 -- What engines of earlier versions run after the Sync that commits a sessionless request (a
@@ -439,7 +436,7 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
                  AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
                  AND session_user = login AND current_user = login
-                 AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)
+                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql)
            THEN set_config('sessdb.end_ok', '', false) = '' AND sessdb._reset_connection()
            ELSE false END
 $$;

@@ -101,7 +101,8 @@ async def test_creating_and_ending_sessions_logs_no_error(make_client, svcconn) 
 
 @pytest.mark.parametrize("left", ["prepare", "role"])
 async def test_an_ended_sessions_prepared_statements_and_role_are_gone(make_client, svcconn, left) -> None:  # type: ignore[no-untyped-def]
-    """What the light reset refuses to keep (see sessdb._reset_pooled) is reset in full."""
+    """What an ended session left is reset: by the light reset, or in full for what that refuses
+    (see sessdb._end_pooled)."""
     svcconn.execute("DO $$ BEGIN CREATE ROLE sess_reset_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO sess_reset_role")
     client = await make_client(pool_size=1, session_reserve=1)

@@ -178,8 +178,9 @@ async def test_a_commit_that_fails_answers_its_error(make_client, services: Serv
 
 async def test_deferred_triggers_see_the_request_and_the_connection_is_still_reset(
         make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
-    # the pooled reset runs inside the request's transaction: deferred constraint triggers fire
-    # before it, with the request's settings, as at a commit; a temp table they fire on is dropped after
+    # a sessionless request's deferred constraints are checked right after its statement, with
+    # its settings, as at a commit; then the pooled reset takes back what their triggers left too:
+    # a statement they PREPAREd, and the temp table they fire on
     log, fill = unique("deferred_log"), unique("deferred_fill")
     svcconn.execute(f"CREATE TABLE public.{log} (path text)")
     svcconn.execute(f"GRANT ALL ON public.{log} TO PUBLIC")
@@ -187,6 +188,9 @@ async def test_deferred_triggers_see_the_request_and_the_connection_is_still_res
         CREATE FUNCTION public.{log}_note() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             INSERT INTO public.{log} VALUES (current_setting('request.path', true));
+            IF NEW.x = 1 THEN
+                EXECUTE 'PREPARE deferred_leak AS SELECT 1';
+            END IF;
             RETURN NULL;
         END $$""")
     svcconn.execute(f"""
@@ -201,17 +205,83 @@ async def test_deferred_triggers_see_the_request_and_the_connection_is_still_res
     try:
         client = await make_client(pool_size=1)
         filler = await services.create(client, "RAW", f"SELECT public.{fill}()")
-        probe = await services.create(client, "RAW", "SELECT to_regclass('pg_temp.deferred_probe') IS NULL")
+        probe = await services.create(client, "JSON", """
+            SELECT to_regclass('pg_temp.deferred_probe') IS NULL AS gone,
+                   (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql) AS prepared""")
         for _ in range(2):  # the temp table is gone, so the same request runs again on the same connection
             resp = await client.get(f"/{filler}")
             assert (resp.status, await resp.text()) == (200, "filled")
-            assert await (await client.get(f"/{probe}")).text() == "true"
+            assert await (await client.get(f"/{probe}")).json() == [{"gone": True, "prepared": 0}]
         paths = svcconn.execute(f"SELECT path FROM public.{log}").fetchall()
         assert paths == [(f"/{filler}",)] * 4
     finally:
         svcconn.execute(f"DROP FUNCTION public.{fill}()")
         svcconn.execute(f"DROP TABLE public.{log}")
         svcconn.execute(f"DROP FUNCTION public.{log}_note()")
+
+
+async def test_a_temp_view_does_not_hide_a_prepared_statement_from_the_reset(
+        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+    hide = unique("hide")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{hide}() RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE 'PREPARE hidden_leak AS SELECT 1';
+            CREATE TEMP VIEW pg_prepared_statements AS SELECT NULL::boolean AS from_sql WHERE false;
+            RETURN 'hidden';
+        END $$""")
+    try:
+        client = await make_client(pool_size=1)
+        hider = await services.create(client, "RAW", f"SELECT public.{hide}()")
+        leak = await services.create(client, "JSON", "EXECUTE hidden_leak")
+        assert await (await client.get(f"/{hider}")).text() == "hidden"
+        resp = await client.get(f"/{leak}")
+        assert resp.status == 500
+        assert (await resp.json())["code"] == "26000"  # no such prepared statement
+    finally:
+        svcconn.execute(f"DROP FUNCTION public.{hide}()")
+
+
+async def test_the_reset_does_not_run_under_the_requests_statement_timeout(
+        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+    # dropping many temp tables takes longer than the 1 ms the statement leaves as its timeout;
+    # the request's work is done by then, and is committed
+    log, many = unique("timeout_log"), unique("many_temps")
+    svcconn.execute(f"CREATE TABLE public.{log} (x int)")
+    svcconn.execute(f"GRANT ALL ON public.{log} TO PUBLIC")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{many}() RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            FOR i IN 1..300 LOOP
+                EXECUTE format('CREATE TEMP TABLE many_%s (x int PRIMARY KEY, y text)', i);
+            END LOOP;
+            INSERT INTO public.{log} VALUES (1);
+            PERFORM set_config('statement_timeout', '1', true);
+            RETURN 'done';
+        END $$""")
+    try:
+        client = await make_client(pool_size=1)
+        name = await services.create(client, "RAW", f"SELECT public.{many}()")
+        for _ in range(2):
+            resp = await client.get(f"/{name}")
+            assert (resp.status, await resp.text()) == (200, "done")
+        assert svcconn.execute(f"SELECT count(*) FROM public.{log}").fetchone() == (2,)
+    finally:
+        svcconn.execute(f"DROP FUNCTION public.{many}()")
+        svcconn.execute(f"DROP TABLE public.{log}")
+
+
+async def test_a_statement_that_begins_a_transaction_is_committed_all_the_same(
+        make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
+    client = await make_client(pool_size=1)
+    begin = await services.create(client, "RAW", "BEGIN")
+    write = await services.create(client, "JSON", f"INSERT INTO public.{table} (v) VALUES ('kept') RETURNING v")
+    assert (await client.get(f"/{begin}")).status == 200
+    assert await (await client.get(f"/{write}")).json() == [{"v": "kept"}]
+    assert svcconn.execute(f"SELECT v FROM public.{table}").fetchall() == [("kept",)]
+    idle_in_transaction = svcconn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb' AND state LIKE 'idle in%'")
+    assert idle_in_transaction.fetchone() == (0,)
 
 
 # --- cancellation -----------------------------------------------------------------------------------
