@@ -9,13 +9,15 @@ One run starts everything it needs and stops it again:
 3. ``sessdb serve`` and ``scripts/bench/baseline_app.py``: one process each, the same pool
    size, both on 127.0.0.1 and both without an access log;
 4. ``wrk`` (installed with apt-get when missing) against each in turn, after a short warm-up
-   so neither is measured while its pool fills up.
+   so neither is measured while its pool fills up; ``--rounds`` times, the order of the two
+   swapped every round (a shared machine drifts, and what runs second sees a warmer system).
 
-It prints both throughputs, the ratio sessdb/baseline, both p99 latencies and any non-2xx
-answers (which would make a throughput meaningless). Every step has a deadline; the whole
-run is bounded by about ``2 * (warmup + duration) + 90`` seconds.
+It prints, for each round, both throughputs, the ratio sessdb/baseline, both p99 latencies and
+any non-2xx answers (which would make a throughput meaningless), then the median ratio. Every
+step has a deadline; the whole run is bounded by about ``2 * rounds * (warmup + duration) + 90``
+seconds.
 
-    .venv/bin/python scripts/bench/web_select1.py [--duration 10] [--connections 32] [--threads 2]
+    .venv/bin/python scripts/bench/web_select1.py [--duration 10] [--rounds 3] [--connections 32] [--threads 2]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,6 +183,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds of load on each server (default 10)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load first (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, the order swapped each time (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--pool-size", type=int, default=10, help="database connections of each server (default 10)")
@@ -198,34 +202,44 @@ def main() -> int:
                      str(ports["sessdb"]), "--pool-size", str(args.pool_size), "--log-level", "warning"]
         base_cmd = [sys.executable, str(HERE / "baseline_app.py"), "--dsn", dsn, "--port", str(ports["baseline"]),
                     "--pool-size", str(args.pool_size)]
-        results: dict[str, WrkResult] = {}
+        rounds: list[dict[str, WrkResult]] = []
         with process("sessdb serve", serve_cmd) as serve_proc, process("baseline", base_cmd) as base_proc:
             wait_answering(urls["sessdb"], serve_proc)
             wait_answering(urls["baseline"], base_proc)
-            for name in ("sessdb", "baseline"):  # one at a time: they share the CPUs with wrk and PostgreSQL
-                log(f"loading {name}: {args.warmup:g}s warm-up, then {args.duration:g}s measured")
-                if args.warmup > 0:
-                    run_wrk(wrk, urls[name], seconds=max(1, args.warmup), connections=args.connections,
-                            threads=args.threads)
-                results[name] = run_wrk(wrk, urls[name], seconds=args.duration, connections=args.connections,
-                                        threads=args.threads)
-    report(results, args)
+            for number in range(max(1, args.rounds)):
+                order = ("sessdb", "baseline") if number % 2 == 0 else ("baseline", "sessdb")
+                rounds.append({name: load(wrk, name, urls[name], args) for name in order})
+    report(rounds, args)
     return 0
 
 
-def report(results: dict[str, WrkResult], args: argparse.Namespace) -> None:
+def load(wrk: str, name: str, url: str, args: argparse.Namespace) -> WrkResult:
+    """One server's measured run, after its warm-up; one at a time, since the servers share the
+    CPUs with wrk and PostgreSQL."""
+    log(f"loading {name}: {args.warmup:g}s warm-up, then {args.duration:g}s measured")
+    if args.warmup > 0:
+        run_wrk(wrk, url, seconds=max(1, args.warmup), connections=args.connections, threads=args.threads)
+    return run_wrk(wrk, url, seconds=args.duration, connections=args.connections, threads=args.threads)
+
+
+def report(rounds: list[dict[str, WrkResult]], args: argparse.Namespace) -> None:
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s on 127.0.0.1, "
           f"pool size {args.pool_size} each, one process each, {os.cpu_count()} CPUs")
-    for name, res in results.items():
-        print(f"{name:>9}: {res.requests_per_second:10.1f} req/s   p99 {res.p99_ms:8.2f} ms   "
-              f"{res.requests} requests, {res.non_2xx} non-2xx, {res.errors} socket errors")
-    sessdb_res, base_res = results["sessdb"], results["baseline"]
-    ratio = sessdb_res.requests_per_second / base_res.requests_per_second if base_res.requests_per_second else 0.0
-    print(f"    ratio: {ratio:.2f} (sessdb / baseline throughput; target >= 1.0)")
-    for name, res in results.items():
-        if res.non_2xx or res.errors:
-            print(f"  WARNING: {name} answered {res.non_2xx} non-2xx responses and had {res.errors} socket errors; "
-                  "its throughput is not comparable")
+    ratios = []
+    for number, results in enumerate(rounds, 1):
+        print(f"round {number} ({' then '.join(results)}):")
+        for name in ("sessdb", "baseline"):
+            res = results[name]
+            print(f"{name:>9}: {res.requests_per_second:10.1f} req/s   p99 {res.p99_ms:8.2f} ms   "
+                  f"{res.requests} requests, {res.non_2xx} non-2xx, {res.errors} socket errors")
+            if res.non_2xx or res.errors:
+                print(f"  WARNING: {name} answered {res.non_2xx} non-2xx responses and had {res.errors} socket "
+                      "errors; its throughput is not comparable")
+        base = results["baseline"].requests_per_second
+        ratios.append(results["sessdb"].requests_per_second / base if base else 0.0)
+        print(f"    ratio: {ratios[-1]:.2f}")
+    print(f"median ratio over {len(ratios)} rounds: {statistics.median(ratios):.2f} "
+          f"(sessdb / baseline throughput; target >= 1.0)")
 
 
 if __name__ == "__main__":
