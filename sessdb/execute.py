@@ -4,8 +4,9 @@ The request is one libpq pipeline: the settings of the request context, the stat
 read of PostgREST's ``response.*`` settings with the engine's bookkeeping, which for a
 sessionless request ends with the reset of the connection (``sessdb._end_pooled``). Statements
 sent together up to a Sync run in one implicit transaction: it commits at the Sync when all
-succeeded and rolls back when one failed, so the request needs no BEGIN or COMMIT of its own. Events the ``sessdb`` functions
-raise while the statement runs (``sessdb-event`` notices) are collected in order.
+succeeded and rolls back when one failed, so the request needs no BEGIN or COMMIT of its own.
+Events the ``sessdb`` functions raise while the statement runs (``sessdb-event`` notices) are
+collected in order.
 
 Every statement, the service's included, runs as a named prepared statement of its connection
 (``wire.Statements``): PostgreSQL parses and plans it once per connection, not per request.

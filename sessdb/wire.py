@@ -7,9 +7,10 @@ parameter goes as text (OID 25). Results come back raw (``PGresult``); ``load_ro
 result set into Python values with psycopg's own loaders.
 
 The steps run in one implicit transaction, which the pipeline's one Sync ends. Each step runs
-as a named prepared statement of the connection (its ``Statements``): parsed and planned by PostgreSQL once per connection instead of once per
-request. The names are the engine's own (``_sessdb_<n>``); a statement's Parse goes in the
-same pipeline as its first use, so preparing costs no round trip.
+as a named prepared statement of the connection (its ``Statements``): parsed and planned by
+PostgreSQL once per connection instead of once per request. The names are the engine's own
+(``_sessdb_<n>``); a statement's Parse goes in the same pipeline as its first use, so preparing
+costs no round trip.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
-
 
 TEXT_OID = 25
 ExecStatus = pq.ExecStatus
@@ -210,11 +210,9 @@ class Wire:
 
     def answered_true(self, res: pq.abc.PGresult | None, column: int = 0) -> bool:
         """True for a successful result of one row whose value in ``column`` (-1: the last) is ``true``."""
-        if res is None or self.error_of(res) is not None or res.ntuples != 1:
+        if res is None or self.error_of(res) is not None or res.ntuples != 1 or not res.nfields:
             return False
-        return res.get_value(0, column % res.nfields if res.nfields else 0) == b"t"
-
-
+        return res.get_value(0, column % res.nfields) == b"t"
 
 
 def _send_all(pgconn: pq.abc.PGconn, steps: Sequence[Step],

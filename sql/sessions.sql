@@ -403,9 +403,6 @@ END $$;
 -- commands are in a function of their own, so that a refusal skips them without an error
 -- (which PostgreSQL would log for every session created). Relations are named with their
 -- schema: a temp view must not stand in for pg_catalog's.
-DROP FUNCTION IF EXISTS sessdb._end_request();
-DROP FUNCTION IF EXISTS sessdb._reset_in_request();
-
 CREATE OR REPLACE FUNCTION sessdb._reset_connection()
 RETURNS boolean LANGUAGE sql AS $$
     CLOSE ALL;
@@ -428,31 +425,13 @@ RETURNS boolean LANGUAGE sql AS $$
            ELSE false END;
 $$;
 
--- What engines of earlier versions run after the Sync that commits a sessionless request (a
--- rolling restart runs the new SQL under them): the same reset, after the commit, only when the
--- request's last statement set sessdb.end_ok, which a rollback takes back.
-CREATE OR REPLACE FUNCTION sessdb._reset_pooled(login text)
-RETURNS boolean LANGUAGE sql AS $$
-    SELECT CASE WHEN current_setting('sessdb.end_ok', true) = '1'
-                 AND coalesce(current_setting('sessdb.holds_session', true), '') <> '1'
-                 AND session_user = login AND current_user = login
-                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql)
-           THEN set_config('sessdb.end_ok', '', false) = '' AND sessdb._reset_connection()
-           ELSE false END
-$$;
-
--- The same for engines of earlier versions (a rolling restart runs the new SQL under them):
--- they count a reset as done unless it fails, so a refusal raises.
-CREATE OR REPLACE FUNCTION sessdb._reset_refused()
-RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'SD000', MESSAGE = 'sessdb: this connection needs a full reset';
-END $$;
-
-CREATE OR REPLACE FUNCTION sessdb._reset_request(login text)
-RETURNS boolean LANGUAGE sql AS $$
-    SELECT CASE WHEN sessdb._reset_pooled(login) THEN true ELSE sessdb._reset_refused() END
-$$;
+-- Functions of earlier versions' resets. An engine of such a version running on this SQL (a
+-- rolling restart) finds them gone: its reset fails, and it resets the connection in full.
+DROP FUNCTION IF EXISTS sessdb._end_request();
+DROP FUNCTION IF EXISTS sessdb._reset_in_request();
+DROP FUNCTION IF EXISTS sessdb._reset_request(text);
+DROP FUNCTION IF EXISTS sessdb._reset_pooled(text);
+DROP FUNCTION IF EXISTS sessdb._reset_refused();
 
 -- Run on a connection opened ahead for new sessions (SESSION_RESERVE), before its first use:
 -- PostgreSQL compiles the PL/pgSQL functions and loads the catalog entries that creating a
