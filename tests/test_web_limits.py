@@ -357,6 +357,28 @@ async def test_max_request_size_413_for_a_form(make_client, services: ServiceMak
     assert resp.status == 413
 
 
+async def test_a_post_that_expects_100_continue_gets_it_and_is_served(client, services: ServiceMaker) -> None:
+    # curl sends "Expect: 100-continue" for bodies over 1 KiB and waits for the interim answer
+    name = await services.create(client, "RAW", "SELECT length(:v)", methods="POST")
+    body = b"v=" + b"x" * 2000
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(f"POST /{name} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(5):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 100 Continue")
+            writer.write(body)
+            await writer.drain()
+            response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert status_of(response) == 200
+    assert response.endswith(b"\r\n\r\n2000")
+
+
 async def test_request_line_over_8k_is_414(client, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="sessdb.web")
     response = await raw_http(client, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")

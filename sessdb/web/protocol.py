@@ -161,7 +161,8 @@ class SessdbServer(Server):
 
 
 class SessdbRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections use ``SessdbRequestHandler``.
+    """An ``AppRunner`` whose connections use ``SessdbRequestHandler``, and whose service
+    requests go to the engine without aiohttp's router (``handlers.dispatcher``).
 
     Extra keyword arguments: ``read_timeout`` (seconds, 30 by default).
     """
@@ -179,4 +180,7 @@ class SessdbRunner(web.AppRunner):
         app.on_startup.freeze()
         await app.startup()
         app.freeze()
-        return SessdbServer(app._handle, request_factory=app._make_request, loop=loop, **self._kwargs)
+        from sessdb.web.handlers import dispatcher  # handlers imports this module
+
+        return SessdbServer(dispatcher(app), request_factory=app._make_request, loop=loop, **self._kwargs)
+
