@@ -70,20 +70,21 @@ class Outcome:
 
 
 @functools.lru_cache(maxsize=64)
-def _settings_sql(names: tuple[str, ...]) -> str:
+def _settings_sql(names: tuple[str, ...]) -> bytes:
     """``SELECT set_config('a', $1, true), ...`` for these names (the names are the engine's own)."""
     parts = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(names, 1)]
-    return "SELECT " + ", ".join(parts)
+    return ("SELECT " + ", ".join(parts)).encode()
 
 
 def _settings(call: Call, statement_timeout_ms: int | None,
-              extra: list[tuple[str, str]]) -> tuple[str, list[str]]:
-    pairs = list(call.settings) + extra
+              extra: list[tuple[str, str]]) -> tuple[bytes, list[str]]:
+    pairs = [*call.settings, *extra]
     if call.role is not None:
         pairs.append(("role", call.role))
     if statement_timeout_ms:
         pairs.append(("statement_timeout", str(statement_timeout_ms)))
-    return _settings_sql(tuple(name for name, _ in pairs)), [value for _, value in pairs]
+    names, values = zip(*pairs, strict=True)
+    return _settings_sql(names), list(values)
 
 
 _READ_PGRST = "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
@@ -148,8 +149,7 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     ``reset_as`` is the engine's login role, given when the connection is to be reset.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
-    steps = [Step(settings_sql.encode(), settings_values),
-             Step(call.sql.encode(), call.params)]
+    steps = [Step(settings_sql, settings_values), Step(call.sql.encode(), call.params)]
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
         return steps
@@ -157,11 +157,21 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     # timeout), so that the bookkeeping and the reset see what their triggers did
     steps.append(_FIRE_DEFERRED)
     steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
-    select, params = f"{_READ_PGRST}, {before_commit[0]}", before_commit[1]
+    select, params = before_commit
     if reset_as is not None:
-        select, params = f"{select}, sessdb._end_pooled(${len(params) + 1})", [*params, reset_as]
-    steps.append(Step(select.encode(), params))
+        params = [*params, reset_as]
+    steps.append(Step(_tail_sql(select, len(params) if reset_as is not None else 0), params))
     return steps
+
+
+@functools.lru_cache(maxsize=16)
+def _tail_sql(select: str, reset_param: int) -> bytes:
+    """The last step's SQL: the pgrst read, the engine's ``select`` list, and the reset of the
+    connection (``sessdb._end_pooled``) as the login in ``$reset_param`` unless that is 0."""
+    sql = f"{_READ_PGRST}, {select}"
+    if reset_param:
+        sql += f", sessdb._end_pooled(${reset_param})"
+    return sql.encode()
 
 
 _STATEMENT_STEP = 1

@@ -19,8 +19,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
@@ -30,8 +29,7 @@ TEXT_OID = 25
 ExecStatus = pq.ExecStatus
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One statement of a pipeline, run as a named prepared statement of the connection (see
     ``Statements``); ``params`` None sends it without parameters."""
 
@@ -105,8 +103,8 @@ class Wire:
         self.statements = Statements()
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._readable: asyncio.Event | None = None
-        self._waiting = False
+        self._waiting = False  # a pipeline is out
+        self._waiter: asyncio.Future[None] | None = None  # its reader waits for the socket
         self._transformer: tuple[str, Transformer] | None = None
         self._encoding: tuple[bytes | None, str] | None = None
         self.interrupted = False  # a pipeline ended before all its results were read
@@ -118,20 +116,23 @@ class Wire:
                 self._loop.remove_reader(self._fd)
         self._fd = None
 
-    def _attach(self, pgconn: pq.abc.PGconn) -> tuple[asyncio.Event, int]:
+    def _attach(self, pgconn: pq.abc.PGconn) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._fd is None or self._loop is not loop or self._readable is None:
+        if self._fd is None or self._loop is not loop:
             self.detach()
             fd = pgconn.socket
-            self._loop, self._readable = loop, asyncio.Event()
+            self._loop = loop
             loop.add_reader(fd, self._on_readable)
             self._fd = fd
-        return self._readable, self._fd
+        return loop
 
     def _on_readable(self) -> None:
         if self._waiting:
-            assert self._readable is not None
-            self._readable.set()
+            # a pipeline is out: wake its reader, if it waits (the socket stays readable until
+            # read, so a readiness seen while it does not wait comes again)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
             return
         pgconn = self.conn.pgconn
         with contextlib.suppress(psycopg.Error):
@@ -146,16 +147,16 @@ class Wire:
         ``psycopg.OperationalError`` when the connection fails.
         """
         pgconn = self.conn.pgconn
-        readable, fd = self._attach(pgconn)
-        readable.clear()
+        loop = self._attach(pgconn)
         self._waiting = True
         try:
             pgconn.enter_pipeline_mode()
             try:
                 extra = _send_all(pgconn, steps, self.statements)
                 pgconn.pipeline_sync()
-                await _flush(pgconn, asyncio.get_running_loop(), fd)
-                results = await _collect(pgconn, readable, len(steps) + len(extra))
+                if pgconn.flush() == 1:
+                    await _flush(pgconn, loop, self._fd)
+                results = await self._collect(pgconn, loop, len(steps) + len(extra))
             except BaseException:
                 self.interrupted = True  # results may be pending: the connection cannot be used again
                 raise
@@ -165,9 +166,34 @@ class Wire:
             raise
         finally:
             self._waiting = False
+            self._waiter = None
         if not extra:
             return results
         return _own_results(results, extra, self.statements)
+
+    async def _collect(self, pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop,
+                       size: int) -> list[pq.abc.PGresult | None]:
+        """The last result of each of the ``size`` commands before the Sync.
+
+        An error at the Sync itself (a commit that fails: a deferred constraint, a
+        serialization failure) stands as the result of the last command, so that positions
+        stay those of the commands.
+        """
+        results: list[pq.abc.PGresult | None] = []
+        current: pq.abc.PGresult | None = None
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                res = pgconn.get_result()
+                if res is None:
+                    results.append(current)  # the end of one statement's results
+                    current = None
+                elif res.status != ExecStatus.PIPELINE_SYNC:
+                    current = res
+                else:
+                    return _trimmed(results, size, current)
+            self._waiter = loop.create_future()
+            await self._waiter
 
     @property
     def encoding(self) -> str:
@@ -271,30 +297,6 @@ async def _flush(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop, fd: int
             await writable
         finally:
             loop.remove_writer(fd)
-
-
-async def _collect(pgconn: pq.abc.PGconn, readable: asyncio.Event, size: int) -> list[pq.abc.PGresult | None]:
-    """The last result of each of the ``size`` commands before the Sync.
-
-    An error at the Sync itself (a commit that fails: a deferred constraint, a serialization
-    failure) stands as the result of the last command, so that positions stay those of the
-    commands.
-    """
-    results: list[pq.abc.PGresult | None] = []
-    current: pq.abc.PGresult | None = None
-    while True:
-        pgconn.consume_input()
-        while not pgconn.is_busy():
-            res = pgconn.get_result()
-            if res is None:
-                results.append(current)  # the end of one statement's results
-                current = None
-            elif res.status != ExecStatus.PIPELINE_SYNC:
-                current = res
-            else:
-                return _trimmed(results, size, current)
-        readable.clear()
-        await readable.wait()
 
 
 def _trimmed(results: list[pq.abc.PGresult | None], size: int,
