@@ -102,7 +102,7 @@ class Backend:
     @property
     def status(self) -> TransactionStatus:
         """libpq's transaction status of the connection."""
-        return self._conn.info.transaction_status
+        return TransactionStatus(self._conn.pgconn.transaction_status)
 
     async def reset(self, first: bytes = b"") -> bool:
         """Forget everything a user left on the connection; False when it is unusable.

@@ -115,9 +115,11 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     try:
         for attempt in (1, 2):
             results = await backend.wire.run(steps)
-            if attempt == 1 and _stale_statement(backend, call, results) and not (ticket and ticket.abandoned):
+            failed = _any_failed(results)
+            if failed and attempt == 1 and _stale_statement(backend, call, results) \
+                    and not (ticket and ticket.abandoned):
                 continue  # nothing of the request ran: send it again with fresh statements
-            _settle(backend.wire, outcome, results, end_request)
+            _settle(backend.wire, outcome, results, end_request, failed)
             break
     except psycopg.Error as exc:
         outcome.error = exc
@@ -213,10 +215,18 @@ def _names_own_statement(res: Any) -> bool:
             and b'"_sessdb_' in (res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""))
 
 
-def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool) -> None:
+_FAILED = frozenset({int(ExecStatus.FATAL_ERROR), int(ExecStatus.PIPELINE_ABORTED)})
+
+
+def _any_failed(results: list[Any]) -> bool:
+    """True when a step failed, or was skipped after one that did."""
+    return any(res is not None and res.status in _FAILED for res in results)
+
+
+def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool, failed: bool) -> None:
     """Fill ``outcome`` from the pipeline's results (see ``_steps`` for their order)."""
-    errors = [e for e in (wire.error_of(r) for r in results) if e is not None]
-    if errors:
+    if failed:
+        errors = [e for e in (wire.error_of(r) for r in results) if e is not None]
         real = [e for e in errors if not isinstance(e, psycopg.errors.PipelineAborted)]
         outcome.error = (real or errors)[0]
         return
