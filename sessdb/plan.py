@@ -32,20 +32,22 @@ CONTENT_TYPES = {
 
 
 def _compact_encoder() -> Callable[[object], str]:
-    """Compact JSON text of dicts, lists, tuples, strings, numbers and None; non-ASCII text as is.
+    """Compact JSON text of dicts, lists, tuples, strings, numbers and None, ASCII only.
 
     ``json.dumps`` builds a new C encoder on every call, about 1 us, more than encoding a
     request's context takes: this one is built once (with ``json``'s own fallback where the C
-    encoder is missing). No check for cycles: the values are the engine's own.
+    encoder is missing). Non-ASCII text is escaped, so that the settings reach PostgreSQL
+    intact whatever the connection's client encoding. No check for cycles: the values are the
+    engine's own.
     """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+        return json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
     def refuse(value: object) -> object:
         raise TypeError(f"{type(value).__name__} is not JSON")
 
-    encode = make(None, refuse, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    encode = make(None, refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
     return lambda value: "".join(encode(value, 0))
 
 

@@ -45,3 +45,22 @@ async def test_malformed_multipart_content_type_is_400(echo) -> None:  # type: i
     answer = await _raw(echo, b"POST /enc_echo HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=\xe9\r\n"
                               b"Content-Length: 5\r\nConnection: close\r\n\r\nhello")
     assert answer.startswith(b"HTTP/1.1 400"), answer
+
+
+async def test_request_text_arrives_intact_when_a_session_changed_its_client_encoding(
+        echo, svcconn) -> None:  # type: ignore[no-untyped-def]
+    # the request context goes to PostgreSQL as JSON text: escaped to ASCII, it does not depend
+    # on the connection's client encoding, which a session's statement may change
+    svcconn.execute("SELECT sessdb.create_service(name => 'enc_set', type => 'RAW', "
+                    "statement => 'SELECT set_config(''client_encoding'', ''LATIN1'', false)', replace => true)")
+    svcconn.execute("SELECT sessdb.create_service(name => 'enc_vars', type => 'RAW', "
+                    "statement => 'SELECT http_variable(''v'') || ''|'' || current_setting(''request.path'')', "
+                    "replace => true)")
+    while not {"enc_set", "enc_vars"} <= set(engine_of(echo).catalog.services):
+        await asyncio.sleep(0.01)
+    sid = "enc-latin1"
+    assert (await echo.get("/sess", params={"op": "set", "arg": sid})).status == 200
+    assert (await echo.get("/enc_set", params={"sessionid": sid})).status == 200
+    resp = await echo.get("/enc_vars", params={"v": "café", "sessionid": sid})  # LATIN1 has é
+    assert resp.status == 200
+    assert await resp.text() == "café|/enc_vars"

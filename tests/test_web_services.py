@@ -13,8 +13,11 @@ import time
 import aiohttp
 import psycopg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.fix_app import engine_of
+from sessdb.web.app import make_app
+from tests.fix_app import SessdbTestServer, app_settings, engine_of
 from tests.fix_server import run_cli
 from tests.web_helpers import (  # noqa: F401  (fixtures)
     PICKUP_SECONDS,
@@ -542,3 +545,25 @@ def test_alter_service_user_null_clears_it_and_left_out_keeps_it(svcconn, dsn: s
     row = svcconn.execute("SELECT user_name, group_name FROM sessdb.services WHERE name = 'alt_user'").fetchone()
     assert row == (None, "g")
     svcconn.execute("SELECT sessdb.drop_service('alt_user')")
+
+
+async def test_a_middleware_added_to_the_application_applies_to_services(dsn: str, services: ServiceMaker) -> None:
+    # service requests skip aiohttp's router when the application has only sessdb's own
+    # middleware; an embedding application that adds one gets it on every request
+    @web.middleware
+    async def stamp(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        response = await handler(request)
+        response.headers["X-Stamped"] = "yes"
+        return response
+
+    app = make_app(app_settings(dsn), dsn)
+    app.middlewares.append(stamp)
+    client = TestClient(SessdbTestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        name = await services.create(client, "RAW", "SELECT 'served'")
+        resp = await client.get(f"/{name}")
+        assert await resp.text() == "served"
+        assert resp.headers.get("X-Stamped") == "yes"
+    finally:
+        await client.close()

@@ -79,9 +79,12 @@ def dispatcher(app: web.Application) -> Callable[[web.BaseRequest], Awaitable[we
     Services are routed by sessdb itself (its catalog), so aiohttp's router and middleware
     chain are left out for them (about 10 us of CPU per request), with the same error
     handling; ``/_sessdb`` and requests that expect a ``100 Continue`` go through ``app``.
+    An application given more middlewares, or response-prepare signals, gets every request.
     """
-    engine = app[ENGINE]
     app_handle = app._handle
+    if list(app.middlewares) != [error_middleware] or app.on_response_prepare:
+        return app_handle
+    engine = app[ENGINE]
     run_service = functools.partial(serve_service, engine)
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
