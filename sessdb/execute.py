@@ -26,7 +26,7 @@ from psycopg import pq
 from psycopg.pq import TransactionStatus
 
 from sessdb.connection import ENGINE_ROLE, Backend
-from sessdb.wire import ExecStatus, Step, Wire
+from sessdb.wire import FAILED_STATUSES, ExecStatus, Step, Wire
 from sessdb.plan import Call
 
 log = logging.getLogger("sessdb.execute")
@@ -160,9 +160,11 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     steps.append(_FIRE_DEFERRED)
     steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
     select, params = before_commit
+    reset_param = 0
     if reset_as is not None:
         params = [*params, reset_as]
-    steps.append(Step(_tail_sql(select, len(params) if reset_as is not None else 0), params))
+        reset_param = len(params)
+    steps.append(Step(_tail_sql(select, reset_param), params))
     return steps
 
 
@@ -215,12 +217,9 @@ def _names_own_statement(res: Any) -> bool:
             and b'"_sessdb_' in (res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""))
 
 
-_FAILED = frozenset({int(ExecStatus.FATAL_ERROR), int(ExecStatus.PIPELINE_ABORTED)})
-
-
 def _any_failed(results: list[Any]) -> bool:
     """True when a step failed, or was skipped after one that did."""
-    return any(res is not None and res.status in _FAILED for res in results)
+    return any(res is not None and res.status in FAILED_STATUSES for res in results)
 
 
 def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool, failed: bool) -> None:

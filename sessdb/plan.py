@@ -29,8 +29,6 @@ CONTENT_TYPES = {
 }
 
 
-
-
 def _compact_encoder() -> Callable[[object], str]:
     """Compact JSON text of dicts, lists, tuples, strings, numbers and None, ASCII only.
 

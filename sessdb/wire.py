@@ -27,6 +27,8 @@ from psycopg.adapt import Transformer
 
 TEXT_OID = 25
 ExecStatus = pq.ExecStatus
+# a step that failed, or was skipped after one that did (see Wire.error_of)
+FAILED_STATUSES = frozenset({int(ExecStatus.FATAL_ERROR), int(ExecStatus.PIPELINE_ABORTED)})
 
 
 class Step(NamedTuple):
@@ -225,14 +227,11 @@ class Wire:
 
     def error_of(self, res: pq.abc.PGresult | None) -> psycopg.Error | None:
         """The error a result carries, or None for a successful one."""
-        if res is None:
+        if res is None or res.status not in FAILED_STATUSES:
             return None
-        status = res.status
-        if status == ExecStatus.FATAL_ERROR:
+        if res.status == ExecStatus.FATAL_ERROR:
             return psycopg.errors.error_from_result(res, encoding=self.encoding)
-        if status == ExecStatus.PIPELINE_ABORTED:
-            return psycopg.errors.PipelineAborted("pipeline aborted")
-        return None
+        return psycopg.errors.PipelineAborted("pipeline aborted")
 
     def answered_true(self, res: pq.abc.PGresult | None, column: int = 0) -> bool:
         """True for a successful result of one row whose value in ``column`` (-1: the last) is ``true``."""

@@ -175,19 +175,16 @@ async def test_a_commit_that_fails_answers_its_error(make_client, services: Serv
         svcconn.execute(f"DROP TABLE public.{parent}")
 
 
-
 async def test_deferred_triggers_see_the_request_and_the_connection_is_still_reset(
-        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+        make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
     # a sessionless request's deferred constraints are checked right after its statement, with
     # its settings, as at a commit; then the pooled reset takes back what their triggers left too:
     # a statement they PREPAREd, and the temp table they fire on
-    log, fill = unique("deferred_log"), unique("deferred_fill")
-    svcconn.execute(f"CREATE TABLE public.{log} (path text)")
-    svcconn.execute(f"GRANT ALL ON public.{log} TO PUBLIC")
+    note, fill = unique("deferred_note"), unique("deferred_fill")
     svcconn.execute(f"""
-        CREATE FUNCTION public.{log}_note() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION public.{note}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO public.{log} VALUES (current_setting('request.path', true));
+            INSERT INTO public.{table} (v) VALUES (current_setting('request.path', true));
             IF NEW.x = 1 THEN
                 EXECUTE 'PREPARE deferred_leak AS SELECT 1';
             END IF;
@@ -198,7 +195,7 @@ async def test_deferred_triggers_see_the_request_and_the_connection_is_still_res
         BEGIN
             CREATE TEMP TABLE deferred_probe (x int);
             CREATE CONSTRAINT TRIGGER note AFTER INSERT ON deferred_probe DEFERRABLE INITIALLY DEFERRED
-                FOR EACH ROW EXECUTE FUNCTION public.{log}_note();
+                FOR EACH ROW EXECUTE FUNCTION public.{note}();
             INSERT INTO deferred_probe VALUES (1), (2);
             RETURN 'filled';
         END $$""")
@@ -212,12 +209,11 @@ async def test_deferred_triggers_see_the_request_and_the_connection_is_still_res
             resp = await client.get(f"/{filler}")
             assert (resp.status, await resp.text()) == (200, "filled")
             assert await (await client.get(f"/{probe}")).json() == [{"gone": True, "prepared": 0}]
-        paths = svcconn.execute(f"SELECT path FROM public.{log}").fetchall()
+        paths = svcconn.execute(f"SELECT v FROM public.{table}").fetchall()
         assert paths == [(f"/{filler}",)] * 4
     finally:
         svcconn.execute(f"DROP FUNCTION public.{fill}()")
-        svcconn.execute(f"DROP TABLE public.{log}")
-        svcconn.execute(f"DROP FUNCTION public.{log}_note()")
+        svcconn.execute(f"DROP FUNCTION public.{note}()")
 
 
 async def test_a_temp_view_does_not_hide_a_prepared_statement_from_the_reset(
@@ -243,19 +239,17 @@ async def test_a_temp_view_does_not_hide_a_prepared_statement_from_the_reset(
 
 
 async def test_the_reset_does_not_run_under_the_requests_statement_timeout(
-        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+        make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
     # dropping many temp tables takes longer than the 1 ms the statement leaves as its timeout;
     # the request's work is done by then, and is committed
-    log, many = unique("timeout_log"), unique("many_temps")
-    svcconn.execute(f"CREATE TABLE public.{log} (x int)")
-    svcconn.execute(f"GRANT ALL ON public.{log} TO PUBLIC")
+    many = unique("many_temps")
     svcconn.execute(f"""
         CREATE FUNCTION public.{many}() RETURNS text LANGUAGE plpgsql AS $$
         BEGIN
             FOR i IN 1..300 LOOP
                 EXECUTE format('CREATE TEMP TABLE many_%s (x int PRIMARY KEY, y text)', i);
             END LOOP;
-            INSERT INTO public.{log} VALUES (1);
+            INSERT INTO public.{table} (v) VALUES ('1');
             PERFORM set_config('statement_timeout', '1', true);
             RETURN 'done';
         END $$""")
@@ -265,10 +259,9 @@ async def test_the_reset_does_not_run_under_the_requests_statement_timeout(
         for _ in range(2):
             resp = await client.get(f"/{name}")
             assert (resp.status, await resp.text()) == (200, "done")
-        assert svcconn.execute(f"SELECT count(*) FROM public.{log}").fetchone() == (2,)
+        assert svcconn.execute(f"SELECT count(*) FROM public.{table}").fetchone() == (2,)
     finally:
         svcconn.execute(f"DROP FUNCTION public.{many}()")
-        svcconn.execute(f"DROP TABLE public.{log}")
 
 
 async def test_a_statement_that_begins_a_transaction_is_committed_all_the_same(

@@ -183,4 +183,3 @@ class SessdbRunner(web.AppRunner):
         from sessdb.web.handlers import dispatcher  # handlers imports this module
 
         return SessdbServer(dispatcher(app), request_factory=app._make_request, loop=loop, **self._kwargs)
-
