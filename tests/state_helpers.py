@@ -17,6 +17,11 @@ from sessdb.config import Settings
 from sessdb.stateserver.server import StateServer
 
 APP = "/LM/W3SVC/1/ROOT/App(hhhh=)/"
+# Seconds a test waits for something that must come without waiting on a lock or a timer: long
+# past any normal answer on a busy machine, far short of what a missed wake-up or a server that
+# waits on the lock would take (the lock's execution timeout, or forever). Speed itself is
+# measured by scripts/bench, never asserted.
+HANG_GUARD = 20.0
 
 
 def new_key(app: str = APP) -> str:

@@ -5,7 +5,6 @@ connection), S28 (50,000 expired rows, swept in batches while live requests stay
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import time
 
@@ -15,6 +14,7 @@ import pytest
 from sessdb.stateserver import store
 from tests.fix_server import free_port
 from tests.state_helpers import (  # noqa: F401  (fixtures)
+    HANG_GUARD,
     Reply,
     StateClient,
     clients,
@@ -119,20 +119,20 @@ async def test_s28_expired_rows_invisible_then_swept_in_batches(state_server, sv
             assert one.execute("SELECT sessdb.state_sweep(1000)").fetchone()[0] == 1000  # type: ignore[index]
 
         # One full sweeper cycle while a client keeps acquiring and releasing live items.
-        latencies: list[float] = []
+        cycles = during_sweep = 0
         sweep = asyncio.ensure_future(_sweep(state_server))
-        while not sweep.done() or len(latencies) < 20:
+        while not sweep.done() or cycles < 20:
             k = random.choice(live)
-            started = time.perf_counter()
-            r = await c.acquire(k)
-            latencies.append(time.perf_counter() - started)
+            r = await asyncio.wait_for(c.acquire(k), HANG_GUARD)
             assert r.status == 200
             assert (await c.release(k, r.header("LockCookie"))).status == 200  # type: ignore[arg-type]
+            cycles += 1
+            during_sweep += not sweep.done()
         deleted = await sweep
     assert deleted >= 48_999
-    # not blocked behind the sweep (a blocked acquire would wait for the whole ~1 s sweep); speed
-    # itself is measured by scripts/bench, not asserted here
-    assert max(latencies) < 0.5, sorted(latencies)[-5:]
+    # Live items are served while the sweep runs: an acquire blocked behind the whole sweep would
+    # leave at most one cycle inside it. How fast they are is measured by scripts/bench.
+    assert during_sweep >= 3, (during_sweep, cycles)
     left = svcconn.execute("SELECT count(*) FROM sessdb.state_items WHERE item_key LIKE %s", [prefix + "%"]).fetchone()
     assert left == (1,)  # only the re-created item
     assert all(row(svcconn, k) is not None for k in live)
@@ -165,10 +165,9 @@ async def test_sweeper_task_runs_every_interval_and_survives_failures(
 
 
 @pytest.mark.slow
-@pytest.mark.timing  # a p99 bound: a machine busy with other work can stall all 50 pollers at once
 async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psycopg.Connection) -> None:  # type: ignore[no-untyped-def]
-    # The server runs in its own process, as in production, so that the latencies measured are
-    # the server's and not those of this test process's busy event loop.
+    # The server runs in its own process, as in production. The latencies are printed, not
+    # asserted: a machine busy with other work can stall all 50 pollers at once.
     state_port, key = free_port(), new_key()
     count = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb-state'"
              " AND datname = current_database()")
@@ -176,6 +175,7 @@ async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psy
     server = server_factory("--dsn", dsn, "--state-port", str(state_port), "--no-migrate")
     await asyncio.to_thread(server.wait_ready)
     latencies: list[float] = []
+    answers = [0] * 50
     async with clients(state_port, 51) as conns:
         holder, pollers = conns[0], conns[1:]
         await holder.put(key, b"D")
@@ -183,29 +183,25 @@ async def test_s31_no_server_side_waiting(dsn: str, server_factory, svcconn: psy
         loop = asyncio.get_running_loop()
         end = loop.time() + 10
 
-        async def poll(c: StateClient) -> None:
+        async def poll(i: int, c: StateClient) -> None:
             await asyncio.sleep(random.random() * 0.5)  # clients are not in step
             while loop.time() < end:
                 started = time.perf_counter()
-                r = await c.acquire(key)
+                # The lock is held throughout: a server that waited on it would never answer.
+                r = await asyncio.wait_for(c.acquire(key), HANG_GUARD)
                 latencies.append(time.perf_counter() - started)
                 assert (r.status, r.header("LockCookie")) == (423, cookie)
+                answers[i] += 1
                 await asyncio.sleep(0.5)  # the ASP.NET module's poll interval
 
-        # This process's garbage collector must not be what is measured (S25 leaves lots behind).
-        gc.collect()
-        gc.disable()
-        try:
-            await asyncio.gather(*(poll(c) for c in pollers))
-        finally:
-            gc.enable()
+        await asyncio.gather(*(poll(i, c) for i, c in enumerate(pollers)))
         # Requests at the header limits still parse.
         big = [("X-Pad", "p" * (8192 - len("X-Pad: ")))] + [(f"X-H{i}", "v") for i in range(57)]
         r = await holder.request("GET", key, [("Exclusive", "acquire")] + big)
         assert r.status == 423
         busy = svcconn.execute(count).fetchone()[0] - baseline  # type: ignore[index]
     latencies.sort()
-    assert len(latencies) >= 50 * 18
-    # a server that waited on the lock would hold each poll for the lock's life (seconds)
-    assert latencies[int(len(latencies) * 0.99)] < 1.0, latencies[-10:]
+    print(f"\npolls of a locked item: {len(latencies)}, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
+          " (information only: speed is scripts/bench's business)")
+    assert min(answers) >= 5, answers  # every poller was answered, again and again
     assert busy <= 10  # the default POOL_SIZE: pollers never pile up connections

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sessdb.aspnet_session import DISABLED, READ_ONLY, AspNetSessionMiddleware, create_session_id, session_state
 from sessdb.statestore import SessionStateStore
 from tests.fix_server import free_port
-from tests.state_helpers import row, travel
+from tests.state_helpers import HANG_GUARD, row, travel
 
 COOKIE = re.compile(r"ASP\.NET_SessionId=([a-z0-5]{24}); path=/; HttpOnly; SameSite=Lax")
 
@@ -165,15 +165,13 @@ async def test_one_writer_at_a_time_and_prompt_hand_over(make_client: Callable) 
     reader = asyncio.ensure_future(client.get("/read", headers=cookie))  # read-only waits for the writer too
     done, _ = await asyncio.wait([second, reader], timeout=0.3)
     assert not done and not gates.pair("b")[0].is_set()
-    loop = asyncio.get_running_loop()
-    released = loop.time()
     gates.pair("a")[1].set()
-    await gates.pair("b")[0].wait()
-    hand_over = loop.time() - released
+    # Woken by the release, not by a timer: a missed wake-up would wait out the lock's
+    # execution timeout (110 s), far past this guard.
+    await asyncio.wait_for(gates.pair("b")[0].wait(), HANG_GUARD)
     gates.pair("b")[1].set()
     assert (await (await first).json()) == {"held": "a"} and (await (await second).json()) == {"held": "b"}
     assert (await (await reader).json())["n"] == 1
-    assert hand_over < 0.25, hand_over
 
 
 async def test_read_only_handlers_take_no_lock_and_may_not_write(make_client: Callable) -> None:
@@ -291,7 +289,8 @@ async def test_two_processes_share_sessions_and_never_interleave(dsn: str, tmp_p
                     assert r.status == 200
                     return await r.json()  # type: ignore[no-any-return]
 
-            results = await asyncio.gather(*(work(i) for i in range(16)))
+            # A missed wake-up would wait out the execution timeout (110 s), far past this guard.
+            results = await asyncio.wait_for(asyncio.gather(*(work(i) for i in range(16))), HANG_GUARD * 3)
     finally:
         for proc in procs:
             proc.kill()
@@ -302,8 +301,7 @@ async def test_two_processes_share_sessions_and_never_interleave(dsn: str, tmp_p
     gaps = [b["start"] - a["end"] for a, b in zip(results, results[1:])]
     assert min(gaps) >= 0, gaps  # never interleaved
     print(f"\nhand-over from one process's release to the next start: median {statistics.median(gaps) * 1000:.1f} ms,"
-          f" max {max(gaps) * 1000:.1f} ms")
-    assert statistics.median(gaps) < 0.05 and max(gaps) < 0.25, gaps
+          f" max {max(gaps) * 1000:.1f} ms")  # information only: speed is scripts/bench's business
 
 
 async def test_an_unknown_id_that_nobody_writes_to_leaves_nothing_stored(make_client: Callable,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ from sessdb.statestore import (
     SessionStateStoreData,
     application_key_prefix,
 )
-from tests.state_helpers import TcpProxy, clients, row, running_server, travel
+from tests.state_helpers import HANG_GUARD, TcpProxy, clients, row, running_server, travel
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +151,14 @@ async def test_a_release_anywhere_wakes_a_watcher(provider: SessionStateStore, d
             with other.watch(s) as watch:
                 assert (await other.get_item_exclusive(s, watch=True)).locked
                 assert row_watched(dsn, provider.key(s))
-                started = time.perf_counter()
                 if releaser == "provider":
                     assert await provider.release_item_exclusive(s, lock)  # type: ignore[arg-type]
                 else:
                     async with running_server(dsn) as server, clients(server.port) as (c,):
-                        started = time.perf_counter()
                         assert (await c.release(provider.key(s), lock)).status == 200  # type: ignore[arg-type]
-                assert await watch.wait(5)
-                woke = time.perf_counter() - started
+                assert await watch.wait(HANG_GUARD), releaser  # nothing but the NOTIFY sets it
             taken = await other.get_item_exclusive(s)
-            assert not taken.locked and woke < 0.5, (releaser, woke)
+            assert not taken.locked, releaser
             assert await other.release_item_exclusive(s, taken.lock_id)  # type: ignore[arg-type]
 
 
