@@ -38,7 +38,11 @@ from sessdb.web.respond import ResponsePlan
 
 log = logging.getLogger("sessdb.engine")
 
-_SYNC_SQL = "sessdb._sync_from_request($1, $2)"
+# a session request writes the mirror row when the engine asks ($3, see Session.mirror_due) or
+# its statement changed the session (a pending id or delete, or a new timeout)
+_SYNC_SQL = ("CASE WHEN $3 <> '' OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
+             " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
+             " THEN sessdb._sync_from_request($1, $2) END")
 # a sessionless request mirrors nothing unless it made a session (saves a PL/pgSQL call)
 _SYNC_POOLED_SQL = ("CASE WHEN coalesce(current_setting('sessdb.session_id', true), '') = ''"
                     " AND coalesce(current_setting('sessdb.pending_id', true), '') = ''"
@@ -241,7 +245,10 @@ class Engine:
         ), strict=True))
 
     async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
-                       ticket: Ticket, *, sync: bool) -> Outcome:
+                       ticket: Ticket, *, mirror_due: bool | None) -> Outcome:
+        """Run ``call`` with the request's settings and bookkeeping. ``mirror_due`` is None for
+        a request that starts outside any session (the connection is reset with the commit),
+        else whether the session's mirror row is to be written in any case."""
         def on_event(event: dict) -> None:  # type: ignore[type-arg]
             kind = event.get("kind")
             if kind == "header" and isinstance(event.get("name"), str):
@@ -251,14 +258,14 @@ class Engine:
 
         return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
-                              before_commit=(_SYNC_SQL if sync else _SYNC_POOLED_SQL, [self.engine_id, run.peer or ""]),
-                              end_request=not sync)
+                              before_commit=_bookkeeping(self.engine_id, run.peer, mirror_due),
+                              end_request=mirror_due is None)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(backend, call, run, result.plan, ticket, sync=False)
+            result.outcome = await self._execute(backend, call, run, result.plan, ticket, mirror_due=None)
             self._check_stopping(result.outcome)
         finally:
             created = run.created
@@ -285,6 +292,7 @@ class Engine:
         if result.outcome is None or not result.outcome.committed:
             await backend.settle_cancel()
             await self._mirror(session)  # the request's own sync was rolled back
+        session.mirrored(session.creator_addr, time.monotonic())
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
         self._leave(session)
@@ -294,13 +302,16 @@ class Engine:
     async def _run_in_session(self, session: Session, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=session, peer=inp.peer)
         result = Result(None)
+        mirror_due = session.mirror_due(inp.peer, time.monotonic())
         try:
-            result.outcome = await self._execute(session.backend, call, run, result.plan, ticket, sync=True)
+            result.outcome = await self._execute(session.backend, call, run, result.plan, ticket, mirror_due=mirror_due)
             self._check_stopping(result.outcome)
         except BaseException:
             self._end_session_run(session, run, committed=False)
             raise
         committed = result.outcome.committed
+        if committed and mirror_due:
+            session.mirrored(inp.peer, time.monotonic())
         try:
             if not committed and isinstance(run.pending, str) and not session.backend.broken:
                 await session.backend.settle_cancel()
@@ -431,6 +442,13 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
     """
     values = ("", "", "", "", default_timeout, "1", "", slots)
     return tuple((name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value)
+
+
+def _bookkeeping(engine_id: str, peer: str | None, mirror_due: bool | None) -> tuple[str, list[str]]:
+    """The select list (and its parameters) a request evaluates before its commit."""
+    if mirror_due is None:
+        return _SYNC_POOLED_SQL, [engine_id, peer or ""]
+    return _SYNC_SQL, [engine_id, peer or "", "1" if mirror_due else ""]
 
 
 def _minutes(value: float) -> str:

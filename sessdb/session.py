@@ -23,6 +23,10 @@ class Grant(Enum):
 
 PENDING_DELETE = object()
 
+# Seconds a session's row of sessdb.http_sessions may go without its last release time and
+# client address: a request within them leaves the row alone (see ``Session.mirror_due``).
+MIRROR_SLACK = 1.0
+
 
 @dataclass(eq=False)
 class Session:
@@ -41,6 +45,8 @@ class Session:
     closed: bool = False
     aliases: set[str] = field(default_factory=set)  # pending ids of the running request
     queue: deque[Any] = field(default_factory=deque)  # scheduler Waiters
+    mirrored_at: float | None = None  # monotonic: when the mirror row last got a release time
+    mirrored_peer: str | None = None  # the client address the mirror row holds
 
     def usable(self) -> bool:
         """Whether a new request may join this session."""
@@ -55,6 +61,20 @@ class Session:
         if self.busy or self.last_release is None:
             return False
         return now >= self.last_release + self.timeout_minutes * 60.0
+
+    def mirror_due(self, peer: str | None, now: float) -> bool:
+        """Whether a request from ``peer`` at monotonic ``now`` writes the session's mirror row.
+
+        It does when the row holds no release time yet, another client address, or one older
+        than ``MIRROR_SLACK``. Otherwise other connections read an idle session's last release
+        from PostgreSQL itself (when its connection went idle), and a busy one's from the row,
+        at most ``MIRROR_SLACK`` early.
+        """
+        return self.mirrored_at is None or peer != self.mirrored_peer or now - self.mirrored_at >= MIRROR_SLACK
+
+    def mirrored(self, peer: str | None, now: float) -> None:
+        """The mirror row got a release time and ``peer`` at monotonic ``now`` (committed)."""
+        self.mirrored_at, self.mirrored_peer = now, peer
 
     def release(self, now: float, wall: datetime) -> None:
         """A request let go of the session and nobody is waiting."""

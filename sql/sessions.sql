@@ -180,6 +180,7 @@ BEGIN
         PERFORM sessdb._sd939('SessionTimeout can only be set by a service request');
     END IF;
     PERFORM set_config('sessdb.session_timeout', minutes::text, true);
+    PERFORM set_config('sessdb.mirror_stale', '1', true);  -- the request's bookkeeping writes the mirror row
     PERFORM sessdb._event('session', jsonb_build_object('op', 'timeout', 'minutes', minutes));
 END $$;
 
@@ -257,9 +258,23 @@ BEGIN
     RETURN CASE prop
         WHEN 'sessionid' THEN row.session_id
         WHEN 'sessioncreatetime' THEN sessdb._format_time(row.created_at)
-        WHEN 'sessionlasttime' THEN sessdb._format_time(row.last_time)
+        WHEN 'sessionlasttime' THEN sessdb._format_time(sessdb._session_last_time(row.conn_id, row.last_time))
         ELSE trim(to_char(row.timeout_minutes, 'FM999999990.########'), '.') END;
 END $$;
+
+-- SessionLastTime of another connection's session, seen from any connection. A session request
+-- leaves the mirror row's last_time alone when nothing else of the row changed and the row was
+-- written less than a second ago (the engine decides; this saves PostgreSQL a row update per
+-- request): an idle session's last release is when its connection went idle, which PostgreSQL
+-- itself records; a busy one's is the mirror row's, at most about a second early. Callers
+-- without the right to see the connection's state (pg_read_all_stats, or the engine's role) read
+-- the mirror row's.
+CREATE OR REPLACE FUNCTION sessdb._session_last_time(pid integer, mirrored timestamptz)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN a.state = 'idle' AND mirrored IS NOT NULL THEN greatest(mirrored, a.state_change)
+                ELSE mirrored END
+    FROM pg_stat_activity a WHERE a.pid = _session_last_time.pid
+$$;
 
 -- Called by each session connection after each request (and with NULL when it leaves its session).
 CREATE OR REPLACE FUNCTION sessdb._sync_session(id text, engine text, created timestamptz, last timestamptz,

@@ -14,6 +14,7 @@ from datetime import datetime
 import aiohttp
 import pytest
 
+from sessdb import admin
 from tests.fix_app import engine_of
 
 
@@ -399,6 +400,32 @@ async def test_properties_lifecycle(client) -> None:  # type: ignore[no-untyped-
     assert follow["created"] == creator["created"] or abs((ts(follow["created"]) - ts(creator["created"])).total_seconds()) < 0.1
     gap = (ts(follow["last"]) - ts(creator["now"])).total_seconds()
     assert 0 <= gap < 1, "SessionLastTime is about the creator's end"
+
+
+async def test_other_connections_see_each_release_a_new_timeout_and_a_new_address(make_client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    # Requests back to back, well within the second in which the engine leaves the session's
+    # mirror row alone unless something but the release time changed.
+    client = await make_client(session_bind_ip=False)
+    pid = (await call(client, "set", "S31o-x"))["pid"]
+
+    def prop(name: str) -> str:
+        return svcconn.execute("SELECT connection_property(%s, %s)", [name, pid]).fetchone()[0]  # type: ignore[index,no-any-return]
+
+    for _ in range(3):
+        done = await call(client, "state", sid="S31o-x")
+        assert ts(prop("SessionLastTime")) >= ts(done["now"]), "the last release, not an earlier one"
+        listed = {row["session_id"]: row for row in admin.list_sessions(engine_of(client).dsn)}
+        last_used = svcconn.execute("SELECT sessdb._format_time(%s)", [listed["S31o-x"]["last_used"]]).fetchone()[0]
+        assert ts(last_used) >= ts(done["now"])
+    await call(client, "timeout", "7", sid="S31o-x")
+    assert prop("http_session_timeout") == "7"
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as other:
+        async with other.get(client.make_url("/sess"), params={"sessionid": "S31o-x"}) as resp:
+            body = await resp.text()
+            assert json.loads(body).get("sid") == "S31o-x", (resp.status, body)
+    address = svcconn.execute("SELECT client_addr FROM sessdb.http_sessions WHERE conn_id = %s", [pid]).fetchone()
+    assert address == ("127.0.0.2",)
 
 
 async def test_seed_session_tracking_script_lists_exactly_the_sessions(client, svcconn) -> None:  # type: ignore[no-untyped-def]
