@@ -120,6 +120,17 @@ def request_context(route: Route, inp: HttpInput) -> dict:  # type: ignore[type-
     return context
 
 
+# the request-context settings of every call, in ``plan_call``'s order
+CONTEXT_SETTINGS = ("sessdb.request", "sessdb.response", "request.method", "request.path", "request.headers",
+                    "request.cookies")
+
+
+def placeholder_call(sql: str) -> Call:
+    """A call of ``sql`` (no parameters) with every request-context setting, each ``{}``: the
+    engine runs one on a new connection so that its statements are prepared there."""
+    return Call(sql, (), tuple((name, "{}") for name in CONTEXT_SETTINGS), None, "RAW")
+
+
 def plan_call(route: Route, inp: HttpInput, *, role: str | None) -> Call:
     """The ``Call`` for a routed request; raises ``query.SqlLexError`` for a broken statement."""
     service = route.service

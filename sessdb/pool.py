@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import psycopg
 
@@ -31,10 +32,13 @@ class ConnectionPool:
     """A fixed number of reset, ready connections, a FIFO of requests waiting for one, and a
     reserve of spares that replace the connections that become sessions'."""
 
-    def __init__(self, dsn: str, size: int, reserve: int = 0) -> None:
+    def __init__(self, dsn: str, size: int, reserve: int = 0,
+                 warm_up: Callable[[Backend], Awaitable[bool]] | None = None) -> None:
         self.dsn = dsn
         self.size = size
         self.reserve = reserve
+        # readies a new spare for its first request; False when the connection is closed
+        self._warm_up = warm_up or Backend.warm_up
         self._idle: collections.deque[Backend] = collections.deque()
         self._spares: collections.deque[Backend] = collections.deque()  # the reserve, ready
         self._waiters: collections.deque[asyncio.Future[Backend]] = collections.deque()
@@ -225,7 +229,7 @@ class ConnectionPool:
     async def _open_one(self) -> None:
         try:
             backend = await self._open_with_retry()
-            if backend is not None and len(self._all) >= self.size and not await backend.warm_up():
+            if backend is not None and len(self._all) >= self.size and not await self._warm_up(backend):
                 backend = None  # it goes into the reserve, ready for a new session, or is closed
         finally:
             self._opening -= 1

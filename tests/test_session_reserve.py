@@ -120,16 +120,22 @@ async def test_an_ended_sessions_prepared_statements_and_role_are_gone(make_clie
     assert (reused["prepared"], reused["role"]) == (0, login)
 
 
-async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn) -> None:  # type: ignore[no-untyped-def]
-    """A spare has created a session once and taken it back (sessdb._warm_up) before its first use."""
+async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn,  # type: ignore[no-untyped-def]
+                                                            services: ServiceMaker) -> None:
+    """A spare has created a session once and taken it back (sessdb._warm_up), then served a
+    sessionless request of its own, before its first use: the engine's statements are prepared
+    on it already, and nothing else is left."""
     client = await make_client(pool_size=1, session_reserve=2)
+    # true when the engine's last statement of a request (which runs after this one) is prepared
+    probe = await services.create(client, "RAW", "SELECT count(*) FROM pg_prepared_statements "
+                                                 "WHERE statement LIKE '%' || 'sessdb._end' || '_pooled(%'")
     spares = set()
 
     def warmed() -> bool:
         spares.clear()
         spares.update(b.pid for b in engine_of(client).pool._spares)
         rows = svcconn.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'idle' "
-                               "AND query LIKE %s", [list(spares), "%sessdb._warm_up()%"]).fetchall()
+                               "AND query LIKE %s", [list(spares), "%sessdb._end_pooled(%"]).fetchall()
         return len(spares) == 2 and len(rows) == 2
 
     await _until(warmed)
@@ -137,9 +143,12 @@ async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn)
         "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY(%s)),"
         " (SELECT count(*) FROM sessdb.http_sessions WHERE conn_id = ANY(%s))", [list(spares)] * 2).fetchone()
     assert left == (0, 0), "no id, slot or session row is left of the warm-up"
-    created = [await call(client, "set,table", f"R8-{n}") for n in range(2)]
-    assert created[1]["pid"] in spares, "the second creator ran on a spare, which took the first one's place"
-    assert all(c["sid"] == f"R8-{n}" for n, c in enumerate(created))
+    first = await call(client, "set,table", "R8-0")
+    assert first["t"] == 0 and first["v"] == 0, "a fresh temp table, no variable"
+    assert await (await client.get(f"/{probe}")).text() == "1", "a spare's first request finds the engine ready"
+    second = await call(client, "set,table", "R8-1")
+    assert second["pid"] in spares, "the second creator ran on a spare, which took the first one's place"
+    assert (first["sid"], second["sid"], second["t"]) == ("R8-0", "R8-1", 0)
 
 
 async def test_the_warm_up_does_nothing_inside_a_request(make_client, services: ServiceMaker) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sessdb.plan import plan_call
+from sessdb.plan import placeholder_call, plan_call
 from sessdb.query import parse_statement
 from sessdb.routing import Route, Service
 from sessdb.web.inputs import HttpInput, Variable, parse_urlencoded
@@ -61,6 +61,12 @@ def test_plan_call_text_depends_on_the_statement_only(fragments, variables, elem
     assert call.sql == parsed.text
     every = list(route.url_vars) + variables
     assert list(call.params) == [_first(every, name) for name in parsed.names]
+
+
+def test_a_placeholder_call_has_the_settings_of_every_call() -> None:
+    # the engine's warm-up prepares the statements a first request will use: the same names
+    call = plan_call(Route(Service(name="s", type="RAW", statement="SELECT 1"), ()), _input([]), role=None)
+    assert [name for name, _ in placeholder_call("SELECT 1").settings] == [name for name, _ in call.settings]
 
 
 @PROPS
