@@ -30,7 +30,7 @@ from sessdb.plan import Call, placeholder_call
 from sessdb.pool import ConnectionPool
 from sessdb.routing import Service
 from sessdb.services import Catalog
-from sessdb.session import Grant, RequestSessions, Session
+from sessdb.session import MIRROR_SLACK, Grant, RequestSessions, Session
 from sessdb.sessions import SessionManager, wall_now
 from sessdb.sweeper import Sweeper
 from sessdb.web.inputs import COOKIELESS, HttpInput
@@ -38,11 +38,13 @@ from sessdb.web.respond import ResponsePlan
 
 log = logging.getLogger("sessdb.engine")
 
-# a session request writes the mirror row when the engine asks ($3, see Session.mirror_due) or
-# its statement changed the session (a pending id or delete, or a new timeout)
-_SYNC_SQL = ("CASE WHEN $3 <> '' OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
+# A session request writes the mirror row when it was last written MIRROR_SLACK seconds ago or
+# more ($3, PostgreSQL's epoch; '': write it), or its statement changed the session (a pending id
+# or delete, a new timeout). It answers when it wrote it (epoch), else NULL.
+_SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= nullif($3, '')::float8 + "
+             f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
-             " THEN sessdb._sync_from_request($1, $2) END")
+             " THEN (SELECT extract(epoch FROM clock_timestamp())::text FROM sessdb._sync_from_request($1, $2)) END")
 # a sessionless request mirrors nothing unless it made a session (saves a PL/pgSQL call)
 _SYNC_POOLED_SQL = ("CASE WHEN coalesce(current_setting('sessdb.session_id', true), '') = ''"
                     " AND coalesce(current_setting('sessdb.pending_id', true), '') = ''"
@@ -266,10 +268,10 @@ class Engine:
         ), strict=True))
 
     async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
-                       ticket: Ticket, *, mirror_due: bool | None) -> Outcome:
-        """Run ``call`` with the request's settings and bookkeeping. ``mirror_due`` is None for
-        a request that starts outside any session (the connection is reset with the commit),
-        else whether the session's mirror row is to be written in any case."""
+                       ticket: Ticket, *, mirror_written: str | None) -> Outcome:
+        """Run ``call`` with the request's settings and bookkeeping. ``mirror_written`` is None
+        for a request that starts outside any session (the connection is reset with the
+        commit), else ``Session.mirror_written``."""
         def on_event(event: dict) -> None:  # type: ignore[type-arg]
             kind = event.get("kind")
             if kind == "header" and isinstance(event.get("name"), str):
@@ -279,14 +281,14 @@ class Engine:
 
         return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
-                              before_commit=_bookkeeping(self.engine_id, run.peer, mirror_due),
-                              end_request=mirror_due is None)
+                              before_commit=_bookkeeping(self.engine_id, run.peer, mirror_written),
+                              end_request=mirror_written is None)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)
         result = Result(None)
         try:
-            result.outcome = await self._execute(backend, call, run, result.plan, ticket, mirror_due=None)
+            result.outcome = await self._execute(backend, call, run, result.plan, ticket, mirror_written=None)
             self._check_stopping(result.outcome)
         finally:
             created = run.created
@@ -313,7 +315,6 @@ class Engine:
         if result.outcome is None or not result.outcome.committed:
             await backend.settle_cancel()
             await self._mirror(session)  # the request's own sync was rolled back
-        session.mirrored(session.creator_addr, time.monotonic())
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
         self._leave(session)
@@ -323,16 +324,16 @@ class Engine:
     async def _run_in_session(self, session: Session, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=session, peer=inp.peer)
         result = Result(None)
-        mirror_due = session.mirror_due(inp.peer, time.monotonic())
         try:
-            result.outcome = await self._execute(session.backend, call, run, result.plan, ticket, mirror_due=mirror_due)
+            result.outcome = await self._execute(session.backend, call, run, result.plan, ticket,
+                                                 mirror_written=session.mirror_written(inp.peer))
             self._check_stopping(result.outcome)
         except BaseException:
             self._end_session_run(session, run, committed=False)
             raise
         committed = result.outcome.committed
-        if committed and mirror_due:
-            session.mirrored(inp.peer, time.monotonic())
+        if committed and result.outcome.last_value is not None:
+            session.mirrored(inp.peer, result.outcome.last_value)
         try:
             if not committed and isinstance(run.pending, str) and not session.backend.broken:
                 await session.backend.settle_cancel()
@@ -465,11 +466,11 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
     return tuple((name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value)
 
 
-def _bookkeeping(engine_id: str, peer: str | None, mirror_due: bool | None) -> tuple[str, list[str]]:
+def _bookkeeping(engine_id: str, peer: str | None, mirror_written: str | None) -> tuple[str, list[str]]:
     """The select list (and its parameters) a request evaluates before its commit."""
-    if mirror_due is None:
+    if mirror_written is None:
         return _SYNC_POOLED_SQL, [engine_id, peer or ""]
-    return _SYNC_SQL, [engine_id, peer or "", "1" if mirror_due else ""]
+    return _SYNC_SQL, [engine_id, peer or "", mirror_written]
 
 
 def _minutes(value: float) -> str:

@@ -67,6 +67,7 @@ class Outcome:
     pgrst_status: str | None = None
     committed: bool = False
     clean: bool = False  # the connection was reset by the request itself (see sessdb._end_pooled)
+    last_value: str | None = None  # the last value of the ``before_commit`` select list, committed
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,6 +243,7 @@ def _settle(wire: Wire, outcome: Outcome, results: list[Any], end_request: bool,
     if tail is not None and tail.ntuples:
         outcome.pgrst_headers = _text(tail.get_value(0, 0))
         outcome.pgrst_status = _text(tail.get_value(0, 1))
+        outcome.last_value = _text(tail.get_value(0, tail.nfields - 1))
     # the reset answers true, or false when it refused (see sessdb._end_pooled)
     outcome.clean = end_request and wire.answered_true(tail, column=-1)
 

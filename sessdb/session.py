@@ -23,9 +23,9 @@ class Grant(Enum):
 
 PENDING_DELETE = object()
 
-# Seconds a session's row of sessdb.http_sessions may go without its last release time and
-# client address: a request within them leaves the row alone (see ``Session.mirror_due``).
-MIRROR_SLACK = 1.0
+# Seconds a session's row of sessdb.http_sessions may go without its last release time: a
+# request that ends within them leaves the row alone (see ``Session.mirror_written``).
+MIRROR_SLACK = 1
 
 
 @dataclass(eq=False)
@@ -45,7 +45,7 @@ class Session:
     closed: bool = False
     aliases: set[str] = field(default_factory=set)  # pending ids of the running request
     queue: deque[Any] = field(default_factory=deque)  # scheduler Waiters
-    mirrored_at: float | None = None  # monotonic: when the mirror row last got a release time
+    mirrored_at: str | None = None  # PostgreSQL's epoch seconds when the mirror row last got a release time
     mirrored_peer: str | None = None  # the client address the mirror row holds
 
     def usable(self) -> bool:
@@ -62,19 +62,22 @@ class Session:
             return False
         return now >= self.last_release + self.timeout_minutes * 60.0
 
-    def mirror_due(self, peer: str | None, now: float) -> bool:
-        """Whether a request from ``peer`` at monotonic ``now`` writes the session's mirror row.
+    def mirror_written(self, peer: str | None) -> str:
+        """When the session's mirror row last got a release time, for a request from ``peer``
+        (its bookkeeping writes the row once that is ``MIRROR_SLACK`` old); ``''``: write it in
+        any case (never written, written since with another address, or a timeout change that
+        may have rolled back).
 
-        It does when the row holds no release time yet, another client address, or one older
-        than ``MIRROR_SLACK``. Otherwise other connections read an idle session's last release
-        from PostgreSQL itself (when its connection went idle), and a busy one's from the row,
-        at most ``MIRROR_SLACK`` early.
+        Other connections read an idle session's last release from PostgreSQL itself (when its
+        connection went idle), and a busy one's from the row: at most ``MIRROR_SLACK`` early.
         """
-        return self.mirrored_at is None or peer != self.mirrored_peer or now - self.mirrored_at >= MIRROR_SLACK
+        if self.mirrored_at is None or peer != self.mirrored_peer:
+            return ""
+        return self.mirrored_at
 
-    def mirrored(self, peer: str | None, now: float) -> None:
-        """The mirror row got a release time and ``peer`` at monotonic ``now`` (committed)."""
-        self.mirrored_at, self.mirrored_peer = now, peer
+    def mirrored(self, peer: str | None, at: str) -> None:
+        """A committed request wrote the mirror row, with ``peer``, at ``at`` (PostgreSQL's epoch)."""
+        self.mirrored_at, self.mirrored_peer = at, peer
 
     def release(self, now: float, wall: datetime) -> None:
         """A request let go of the session and nobody is waiting."""

@@ -154,6 +154,7 @@ class SessionManager:
             minutes = event.get("minutes")
             if session is not None and isinstance(minutes, (int, float)) and minutes > 0:
                 session.timeout_minutes = float(minutes)
+                session.mirrored_at = None  # the next request writes the row, should this one roll back
 
     def _taken(self, session_id: str, by: Session | None) -> bool:
         """Whether ``session_id`` belongs to a session other than ``by``.

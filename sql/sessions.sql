@@ -263,12 +263,11 @@ BEGIN
 END $$;
 
 -- SessionLastTime of another connection's session, seen from any connection. A session request
--- leaves the mirror row's last_time alone when nothing else of the row changed and the row was
--- written less than a second ago (the engine decides; this saves PostgreSQL a row update per
--- request): an idle session's last release is when its connection went idle, which PostgreSQL
--- itself records; a busy one's is the mirror row's, at most about a second early. Callers
--- without the right to see the connection's state (pg_read_all_stats, or the engine's role) read
--- the mirror row's.
+-- writes the mirror row's last_time only when the row's is a second old or more (or something
+-- else of the row changed): this saves PostgreSQL a row update on most requests. An idle
+-- session's last release is when its connection went idle, which PostgreSQL records; a busy
+-- one's is the row's, at most about a second early. With track_activities off the row's is
+-- read. (A role that may not see the engine's connections in pg_stat_activity sees no session.)
 CREATE OR REPLACE FUNCTION sessdb._session_last_time(pid integer, mirrored timestamptz)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN a.state = 'idle' AND mirrored IS NOT NULL THEN greatest(mirrored, a.state_change)

@@ -428,6 +428,26 @@ async def test_other_connections_see_each_release_a_new_timeout_and_a_new_addres
     assert address == ("127.0.0.2",)
 
 
+async def test_other_connections_see_a_busy_sessions_last_release(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    pid = (await call(client, "set", "S31b-x"))["pid"]
+    await call(client, "state", sid="S31b-x")  # the session's row was written just now
+    slow = await call(client, "sleep", "1.2", sid="S31b-x")  # it ends with the row over a second old
+    busy = asyncio.ensure_future(call(client, "sleep", "2", sid="S31b-x"))
+    await _until_busy(client, "S31b-x")
+    seen = svcconn.execute("SELECT connection_property('SessionLastTime', %s)", [pid]).fetchone()[0]
+    assert ts(seen) >= ts(slow["now"]), "the slow request's release, not the one before"
+    await busy
+
+
+async def test_other_connections_see_the_engines_timeout_after_a_rolled_back_change(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    pid = (await call(client, "set", "S31t-x"))["pid"]
+    await call(client, "state", sid="S31t-x")
+    await call(client, "timeout,fail", "9", sid="S31t-x", status=500)  # the row's change rolls back
+    own = await call(client, "state", sid="S31t-x")  # at once, well within a second
+    seen = svcconn.execute("SELECT connection_property('http_session_timeout', %s)", [pid]).fetchone()[0]
+    assert seen == own["timeout"]
+
+
 async def test_seed_session_tracking_script_lists_exactly_the_sessions(client, svcconn) -> None:  # type: ignore[no-untyped-def]
     ids = ["S32-a", "S32-b", "S32-c"]
     for sid in ids:
