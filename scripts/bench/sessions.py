@@ -287,14 +287,19 @@ async def raw_clients(base: str, count: int) -> AsyncIterator[list[RawClient]]:
             client.close()
 
 
-async def wait_reserve(dsn: str, expected: int, timeout: float = 180) -> None:
-    """Wait until sessdb's connections (pool and reserve, no sessions) number ``expected``."""
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout
+async def wait_reserve(base: str, expected: int, timeout: float = 180) -> None:
+    """Wait until sessdb's pool and reserve hold ``expected`` ready connections: opened, warmed
+    up (a spare runs two statements of its own before it joins the reserve) or, for an ended
+    session's connection, reset. sessdb's ``sessdb_pool_connections`` metric counts exactly those,
+    where ``pg_stat_activity`` would count connections still being readied, whose work would
+    then be measured with the burst."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
         while True:
-            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessdb' "
-                                     "AND datname = current_database()")
-            found = (await cur.fetchone())[0]  # type: ignore[index]
+            async with http.get(f"{base}/_sessdb/metrics") as resp:
+                text = await resp.text()
+            found = next((int(line.split()[1]) for line in text.splitlines()
+                          if line.startswith("sessdb_pool_connections ")), 0)
             if found >= expected:
                 return
             if time.monotonic() > deadline:
@@ -476,7 +481,7 @@ def main() -> int:
                         "--session-reserve", str(args.reserve), "--log-level", "warning"]
         with process("sessdb serve (creation)", creation_cmd) as creation_proc:
             wait_http(f"http://127.0.0.1:{port}/_sessdb/ready", creation_proc)
-            results.update(asyncio.run(run_creation(args, f"http://127.0.0.1:{port}", dsn)))
+            results.update(asyncio.run(run_creation(args, f"http://127.0.0.1:{port}")))
     report(results, args)
     return 0
 
@@ -502,19 +507,19 @@ async def run_all(args: argparse.Namespace, routes: dict[str, Routes], bases: di
     return results
 
 
-async def run_creation(args: argparse.Namespace, base: str, dsn: str) -> dict[str, object]:
+async def run_creation(args: argparse.Namespace, base: str) -> dict[str, object]:
     """Phase (c): bursts of creations from a full reserve (first of connections never used, then
     of connections given back by ended sessions), then create-and-delete cycles."""
     results: dict[str, object] = {}
     for key, service in (("cold", "new0"), ("warm", "new0"), ("warm_tables", "new")):
         log(f"(c) creation: waiting for the reserve of {args.reserve}, then {args.creators} clients create as many "
             f"sessions ({service}, {key})")
-        await wait_reserve(dsn, args.pool_size + args.reserve)
+        await wait_reserve(base, args.pool_size + args.reserve)
         # half the reserve: the reserve is opened again once half of it is used, and opening
         # connections during the burst would measure that instead
         results[f"burst_{key}"] = await creation_burst(base, service, args.reserve // 2, args.creators)
     log(f"(c) creation: {args.creators} clients creating and deleting sessions for {args.creation_seconds:g}s")
-    await wait_reserve(dsn, args.pool_size + args.reserve)
+    await wait_reserve(base, args.pool_size + args.reserve)
     results["cycles"] = await creation_cycles(base, args.creators, args.creation_seconds)
     return results
 
