@@ -1,7 +1,9 @@
 """HTTP sessions through real HTTP: SQL Anywhere's scenarios 1-34 and contract 5.1-5.10.
 
-The service ``sess`` (tests/fixtures/20_sessions.sql) runs ``sess_demo(op, arg, arg2)``, which
-applies comma-separated operations and answers JSON describing its connection's session.
+The service ``sess`` (tests/fixtures/20_sessions.sql) runs ``sess_demo(op, arg, arg2, secs, gate)``,
+which applies comma-separated operations and answers JSON describing its connection's session.
+A test that needs a statement still running while something else happens makes it wait at a
+``gate`` (tests/fix_gate.py) that it opens when it is done, never a race with a short sleep.
 """
 
 from __future__ import annotations
@@ -50,20 +52,28 @@ async def test_create_and_reuse_keeps_the_connection_and_temp_table(client) -> N
     assert second["sid"] == "S1-create" and second["t"] == 1
 
 
-async def test_requests_in_a_session_are_serialized(client) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,sleep", "S2-serial", "0.5"))
-    await _until_registered(client, "S2-serial")
-    b = await call(client, "inc", sid="S2-serial")
+async def test_requests_in_a_session_are_serialized(client, gate) -> None:  # type: ignore[no-untyped-def]
+    a = asyncio.ensure_future(call(client, "set,table,gate", "S2-serial", gate=gate.name))
+    session = await _until_registered(client, "S2-serial")
+    await gate.until_waiting(a)
+    b_task = asyncio.ensure_future(call(client, "inc", sid="S2-serial"))
+    await _until(lambda: b_task.done() or len(session.queue) == 1)  # B arrived while A still runs
+    await gate.open()
     first = await a
+    b = await b_task
     assert b["t"] == 1, "B ran after A and saw its temp table"
     assert ts(b["now"]) >= ts(first["now"])
 
 
-async def test_registration_is_immediate(client) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,sleep", "S3-immediate", "0.4"))
-    await _until_registered(client, "S3-immediate")
-    b = await call(client, "state", sid="S3-immediate")
+async def test_registration_is_immediate(client, gate) -> None:  # type: ignore[no-untyped-def]
+    a = asyncio.ensure_future(call(client, "set,table,gate", "S3-immediate", gate=gate.name))
+    session = await _until_registered(client, "S3-immediate")
+    await gate.until_waiting(a)
+    b_task = asyncio.ensure_future(call(client, "state", sid="S3-immediate"))
+    await _until(lambda: b_task.done() or len(session.queue) == 1)  # B arrived while A still runs
+    await gate.open()
     await a
+    b = await b_task
     assert b["sid"] == "S3-immediate", "B queued on the session instead of running sessionless"
 
 
@@ -81,16 +91,21 @@ async def test_unknown_id_runs_sessionless(client) -> None:  # type: ignore[no-u
     assert answer["sid"] == "" and answer["created"] == ""
 
 
-async def test_queue_limit_answers_503_and_the_queued_complete(make_client) -> None:  # type: ignore[no-untyped-def]
+async def test_queue_limit_answers_503_and_the_queued_complete(make_client, gate) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(session_queue_limit=3)
     await call(client, "set,table", "S6-queue")
-    busy = asyncio.ensure_future(call(client, "sleep", "0.6", sid="S6-queue"))
+    busy = asyncio.ensure_future(call(client, "gate", sid="S6-queue", gate=gate.name))
     session = await _until_busy(client, "S6-queue")
+    await gate.until_waiting(busy)
     waiters = [asyncio.ensure_future(call(client, "inc", sid="S6-queue")) for _ in range(3)]
     await _until(lambda: len(session.queue) == 3)
-    resp = await client.get("/sess", params={"op": "inc", "sessionid": "S6-queue"})
+    extra = asyncio.ensure_future(client.get("/sess", params={"op": "inc", "sessionid": "S6-queue"}))
+    await _until(lambda: extra.done() or len(session.queue) > 3)
+    assert extra.done(), "a fourth waiter was refused, not queued"
+    resp = extra.result()
     assert resp.status == 503
     assert resp.headers.get("Retry-After")
+    await gate.open()
     await busy
     results = sorted([(await w)["t"] for w in waiters])
     assert results == [1, 2, 3]
@@ -106,10 +121,13 @@ async def test_taking_another_sessions_id_raises_sd939(client) -> None:  # type:
     assert "SD939" in await resp.text()
 
 
-async def test_an_id_held_by_a_running_request_raises_sd939(client) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,sleep", "S7b-running", "0.4"))
+async def test_an_id_held_by_a_running_request_raises_sd939(client, gate) -> None:  # type: ignore[no-untyped-def]
+    a = asyncio.ensure_future(call(client, "set,gate", "S7b-running", gate=gate.name))
     await _until_registered(client, "S7b-running")
+    await gate.until_waiting(a)
     resp = await client.get("/sess", params={"op": "set", "arg": "S7b-running"})
+    assert not a.done(), "the id's creator was still running"
+    await gate.open()
     await a
     assert resp.status == 500 and "SD939" in await resp.text()
 
@@ -152,22 +170,33 @@ async def test_id_length_limit(client) -> None:  # type: ignore[no-untyped-def]
 # -- pending sessions (scenarios 13-18) -------------------------------------------------------
 
 
-async def test_pending_rename_queues_requests_for_the_new_id(client) -> None:  # type: ignore[no-untyped-def]
+async def test_pending_rename_queues_requests_for_the_new_id(client, gate) -> None:  # type: ignore[no-untyped-def]
     await call(client, "set,table", "S13-x")
-    b = asyncio.ensure_future(call(client, "set,inc,sleep", "S13-z", secs="0.4", sid="S13-x"))
-    await _until_registered(client, "S13-z")
-    c = await call(client, "inc", sid="S13-z")
+    b = asyncio.ensure_future(call(client, "set,inc,gate", "S13-z", sid="S13-x", gate=gate.name))
+    session = await _until_registered(client, "S13-z")
+    await gate.until_waiting(b)
+    c_task = asyncio.ensure_future(call(client, "inc", sid="S13-z"))
+    await _until(lambda: c_task.done() or len(session.queue) == 1)  # C arrived while B still runs
+    await gate.open()
     assert (await b)["t"] == 1
+    c = await c_task
     assert c["sid"] == "S13-z" and c["t"] == 2
 
 
-async def test_creator_changes_act_at_once(client) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,set2,sleep", "S14-x", "S14-z", secs="3"))
-    await _until_registered(client, "S14-z")
-    c_old = await call(client, "state", sid="S14-x")
+async def test_creator_changes_act_at_once(client, gate) -> None:  # type: ignore[no-untyped-def]
+    a = asyncio.ensure_future(call(client, "set,table,set2,gate", "S14-x", "S14-z", gate=gate.name))
+    session = await _until_registered(client, "S14-z")
+    await gate.until_waiting(a)
+    c_old_task = asyncio.ensure_future(call(client, "state", sid="S14-x"))
+    await _until(lambda: c_old_task.done() or _queued(client) > 0)
+    assert c_old_task.done(), "X is gone at once: C did not queue behind A"
+    c_old = c_old_task.result()
     assert c_old["sid"] == "" and not a.done(), "X is gone at once: C ran sessionless while A still ran"
-    c_new = await call(client, "state", sid="S14-z")
-    assert a.done(), "a request for Z waited for A"
+    c_new_task = asyncio.ensure_future(call(client, "state", sid="S14-z"))
+    await _until(lambda: c_new_task.done() or len(session.queue) == 1)
+    assert not c_new_task.done(), "a request for Z waited for A"
+    await gate.open()
+    c_new = await c_new_task
     assert c_new["sid"] == "S14-z"
     await a
 
@@ -187,12 +216,14 @@ async def test_pending_reverted_keeps_the_original(client) -> None:  # type: ign
     assert (await call(client, "state", sid="S16-z"))["sid"] == ""
 
 
-async def test_waiters_of_a_deleted_session_run_sessionless(client) -> None:  # type: ignore[no-untyped-def]
+async def test_waiters_of_a_deleted_session_run_sessionless(client, gate) -> None:  # type: ignore[no-untyped-def]
     owner = await call(client, "set,table", "S17-x")
-    b = asyncio.ensure_future(call(client, "set,sleep", secs="0.4", sid="S17-x"))
+    b = asyncio.ensure_future(call(client, "set,gate", sid="S17-x", gate=gate.name))
     session = await _until_busy(client, "S17-x")
+    await gate.until_waiting(b)
     waiters = [asyncio.ensure_future(call(client, "state", sid="S17-x")) for _ in range(2)]
     await _until(lambda: len(session.queue) == 2)
+    await gate.open()
     await b
     for waiter in waiters:
         answer = await waiter
@@ -448,15 +479,16 @@ async def test_other_connections_see_the_engines_timeout_after_a_rolled_back_cha
     assert seen == own["timeout"]
 
 
-async def test_seed_session_tracking_script_lists_exactly_the_sessions(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+async def test_seed_session_tracking_script_lists_exactly_the_sessions(client, svcconn, gate) -> None:  # type: ignore[no-untyped-def]
     ids = ["S32-a", "S32-b", "S32-c"]
     for sid in ids:
         await call(client, "set", sid)
-    in_flight = asyncio.ensure_future(call(client, "sleep", "0.8"))
-    await _until(lambda: engine_of(client).pool._waiters is not None and _active_sleep(svcconn))
+    in_flight = asyncio.ensure_future(call(client, "gate", gate=gate.name))  # a sessionless request runs
+    await gate.until_waiting(in_flight)
     notices: list[str] = []
     svcconn.add_notice_handler(lambda d: notices.append(d.message_primary))
     svcconn.execute(SEED_SCRIPT)
+    await gate.open()
     await in_flight
     listed = [n.split("SessionID = ")[1] for n in notices if "SessionID = " in n]
     assert sorted(listed) == ids
@@ -546,14 +578,17 @@ async def test_new_session_id_has_enough_randomness(svcconn) -> None:  # type: i
         assert len(sid) >= 22 and all(c.isalnum() or c in "-_" for c in sid)
 
 
-async def test_waiting_request_whose_client_leaves_leaves_the_queue(client) -> None:  # type: ignore[no-untyped-def]
+async def test_waiting_request_whose_client_leaves_leaves_the_queue(client, gate) -> None:  # type: ignore[no-untyped-def]
     await call(client, "set,table", "S-leave")
-    busy = asyncio.ensure_future(call(client, "sleep", "0.5", sid="S-leave"))
+    busy = asyncio.ensure_future(call(client, "gate", sid="S-leave", gate=gate.name))
     session = await _until_busy(client, "S-leave")
+    await gate.until_waiting(busy)
     gone = asyncio.ensure_future(client.session.get(client.make_url("/sess"), params={"op": "inc", "sessionid": "S-leave"}))
     await _until(lambda: len(session.queue) == 1)
     gone.cancel()
     await _until(lambda: len(session.queue) == 0, timeout=5)
+    assert not busy.done(), "the session was still busy when the waiter left"
+    await gate.open()
     await busy
     assert (await call(client, "state", sid="S-leave"))["t"] == 0, "the abandoned request never ran"
 
@@ -585,18 +620,17 @@ async def _until_busy(client, sid: str):  # type: ignore[no-untyped-def]
     return engine_of(client).sessions.lookup(sid)
 
 
+def _queued(client) -> int:  # type: ignore[no-untyped-def]
+    """How many requests wait in the queues of the engine's sessions."""
+    return sum(len(s.queue) for s in engine_of(client).sessions)
+
+
 def _alive(conn, pid: int) -> bool:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0] == 1
 
 
 def _listed(conn, pid: int) -> bool:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT connection_property('SessionID', %s)", [pid]).fetchone()[0] not in ("", None)
-
-
-def _active_sleep(conn) -> bool:  # type: ignore[no-untyped-def]
-    return conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%sess_demo%'"
-    ).fetchone()[0] >= 1
 
 
 async def test_forged_session_events_cannot_take_another_sessions_id(client, svcconn) -> None:  # type: ignore[no-untyped-def]
