@@ -280,11 +280,33 @@ async def test_idle_session_expires_and_its_connection_closes(make_client, svcco
     assert first["pid"] not in listed
 
 
-async def test_busy_session_does_not_expire(make_client) -> None:  # type: ignore[no-untyped-def]
+async def test_busy_session_does_not_expire(make_client, gate) -> None:  # type: ignore[no-untyped-def]
+    """A session whose request runs past the session's timeout is not expired under it.
+
+    The session times out after 0.3 s idle; its request waits at the gate until a sweep has
+    provably run past that: a session made later, idle, has been expired by it (one sweep
+    checks every session against the same clock). No step depends on a request arriving
+    within the 0.3 s: the creator leaves its session a minute, which the busy request shortens
+    to 0.3 s only once it runs, and the follow-up is queued behind it, so that the session
+    passes from one request to the next without idling.
+    """
     client = await make_client(session_timeout=0.005, sweep_interval=0.05)  # 0.3 s
-    await call(client, "set,table", "S20-x")
-    done = await call(client, "sleep", "0.8", sid="S20-x")
-    after = await call(client, "inc", sid="S20-x")
+    sessions = engine_of(client).sessions
+    created = await call(client, "set2,table,timeout", "1", "S20-x")  # released: its idle clock runs from here
+    assert created["timeout"] == "1"
+    busy = asyncio.ensure_future(call(client, "timeout,gate", "0.005", sid="S20-x", gate=gate.name))
+    session = await _until_busy(client, "S20-x")
+    await gate.until_waiting(busy)
+    await _until(lambda: session.timeout_minutes == 0.005)  # the busy session's own timeout is 0.3 s now
+    await call(client, "set", "S20-later")  # idle from now on, with the default 0.3 s
+    await _until(lambda: sessions.lookup("S20-later") is None)  # a sweep ran past S20-x's timeout
+    assert sessions.lookup("S20-x") is session and not session.closed, "the busy session was not expired"
+    follow = asyncio.ensure_future(call(client, "inc", sid="S20-x"))
+    await _until(lambda: follow.done() or len(session.queue) == 1)
+    await gate.open()
+    done = await busy
+    assert done["sid"] == "S20-x" and done["t"] == 0, "the busy request ran in its session to the end"
+    after = await follow
     assert after["sid"] == "S20-x" and after["t"] == 1
     assert ts(after["last"]) >= ts(done["now"])
 
