@@ -68,24 +68,26 @@ async def test_metrics_and_page_show_sessions_and_the_page_drops_one(client) -> 
     assert (await client.post("/_sessdb/sessions/1/drop")).status == 404
 
 
-async def test_sessions_command_shows_the_engine_queues(client, dsn: str) -> None:  # type: ignore[no-untyped-def]
+async def test_sessions_command_shows_the_engine_queues(client, dsn: str, gate) -> None:  # type: ignore[no-untyped-def]
+    """The CLI asks the running engine: a session whose request waits at the gate is busy with
+    one request queued, for as long as the CLI takes (a subprocess, seconds on a loaded machine)."""
     import asyncio
     import json
 
     from tests.fix_server import run_cli
+    from tests.test_sessions import _until, _until_busy
 
     await client.get("/sess", params={"op": "set", "arg": "ADM-q"})
-    busy = asyncio.ensure_future(client.get("/sess", params={"op": "sleep", "secs": "1", "sessionid": "ADM-q"}))
-    session = None
-    while session is None or not session.busy:
-        await asyncio.sleep(0.01)
-        session = engine_of(client).sessions.lookup("ADM-q")
+    busy = asyncio.ensure_future(client.get("/sess", params={"op": "gate", "gate": gate.name, "sessionid": "ADM-q"}))
+    session = await _until_busy(client, "ADM-q")
+    await gate.until_waiting(busy)
     waiting = asyncio.ensure_future(client.get("/sess", params={"sessionid": "ADM-q"}))
-    while len(session.queue) < 1:
-        await asyncio.sleep(0.01)
+    await _until(lambda: waiting.done() or len(session.queue) == 1)
     port = str(client.server.port)
     proc = await asyncio.to_thread(run_cli, "sessions", "--json", "--dsn", dsn, "--port", port)
+    assert proc.returncode == 0, proc.stderr
     rows = {r["session_id"]: r for r in json.loads(proc.stdout)}
     assert rows["ADM-q"]["state"] == "busy" and rows["ADM-q"]["waiting"] == 1
-    await busy
-    await waiting
+    await gate.open()
+    assert (await busy).status == 200
+    assert (await waiting).status == 200
