@@ -291,9 +291,8 @@ async def test_client_disconnect_cancels_the_statement(client, services: Service
     pid = await until(lambda: _backend_running(svcconn, marker))
     writer.close()
     await writer.wait_closed()
-    started = time.monotonic()
-    await until(lambda: not _is_busy(svcconn, pid, marker), timeout=3.0)
-    assert time.monotonic() - started < 3.0
+    # a hang guard under the statement's 30 s: uncancelled, it would still be running then
+    await until(lambda: not _is_busy(svcconn, pid, marker), timeout=20.0)
     assert svcconn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)  # rolled back
     ok = await services.create(client, "RAW", "SELECT 'served'")
     assert await (await client.get(f"/{ok}")).text() == "served"
