@@ -94,19 +94,30 @@ def start_server(*args: str, env: dict[str, str] | None = None, data_dir: Path |
     return ServerProcess(proc, port, data_dir, Path(log_name))
 
 
-@pytest.fixture
-def server_factory() -> Iterator:
-    """A factory of ``sessdb serve`` subprocesses, all stopped at the end of the test."""
-    started: list[ServerProcess] = []
+class ServerFactory:
+    """Starts ``sessdb serve`` subprocesses (``factory(*args, **kwargs)``) and kills them."""
 
-    def factory(*args: str, **kwargs) -> ServerProcess:  # type: ignore[no-untyped-def]
+    def __init__(self) -> None:
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, *args: str, **kwargs) -> ServerProcess:  # type: ignore[no-untyped-def]
         server = start_server(*args, **kwargs)
-        started.append(server)
+        self.started.append(server)
         return server
 
+    def kill_all(self) -> None:
+        """Kill every server still running (an embedded cluster of one is left running)."""
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait(10)
+
+
+@pytest.fixture
+def server_factory() -> Iterator[ServerFactory]:
+    """A factory of ``sessdb serve`` subprocesses, all stopped at the end of the test."""
+    factory = ServerFactory()
     yield factory
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
+    factory.kill_all()
+    for server in factory.started:
         server.log_path.unlink(missing_ok=True)

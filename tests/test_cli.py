@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from sessdb.embedded import EmbeddedPostgres
 from tests.fix_db import make_data_dir
-from tests.fix_server import free_port, run_cli
+from tests.fix_server import ServerFactory, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +26,21 @@ def assert_one_line_error(proc, status: int) -> None:  # type: ignore[no-untyped
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sessdb: error: ")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def data_dir(server_factory: ServerFactory) -> Iterator[Path]:
+    """A new data dir under /tmp, removed after the test (an embedded cluster is some 46 MB).
+
+    Its teardown runs before ``server_factory``'s (it depends on it), so it kills the test's
+    servers itself, then stops a cluster left running in the dir (by a killed serve, by
+    ``db start``, by a test that failed half-way) before removing it.
+    """
+    path = make_data_dir()
+    yield path
+    server_factory.kill_all()
+    EmbeddedPostgres(path).stop()  # raises, and keeps the dir, when a running cluster does not stop
+    shutil.rmtree(path)
 
 
 def cluster_pid(data_dir: Path) -> int | None:
@@ -37,8 +55,7 @@ def cluster_pid(data_dir: Path) -> int | None:
     return pid
 
 
-def test_serve_sigterm_stops_cleanly_and_restarts(server_factory) -> None:  # type: ignore[no-untyped-def]
-    data_dir = make_data_dir()
+def test_serve_sigterm_stops_cleanly_and_restarts(server_factory, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(data_dir=data_dir)
     server.wait_ready()
     url = run_cli("db", "url", "--data-dir", str(data_dir)).stdout.strip()
@@ -52,8 +69,7 @@ def test_serve_sigterm_stops_cleanly_and_restarts(server_factory) -> None:  # ty
     assert again.stop(signal.SIGTERM, timeout=10) == 0
 
 
-def test_serve_recovers_after_sigkill(server_factory) -> None:  # type: ignore[no-untyped-def]
-    data_dir = make_data_dir()
+def test_serve_recovers_after_sigkill(server_factory, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(data_dir=data_dir)
     server.wait_ready()
     server.stop(signal.SIGKILL)
@@ -66,8 +82,7 @@ def test_serve_recovers_after_sigkill(server_factory) -> None:  # type: ignore[n
     assert cluster_pid(data_dir) is None
 
 
-def test_serve_adopts_a_database_left_by_a_killed_serve(server_factory) -> None:  # type: ignore[no-untyped-def]
-    data_dir = make_data_dir()
+def test_serve_adopts_a_database_left_by_a_killed_serve(server_factory, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(data_dir=data_dir)
     server.wait_ready()
     server.stop(signal.SIGKILL)
@@ -78,15 +93,15 @@ def test_serve_adopts_a_database_left_by_a_killed_serve(server_factory) -> None:
     assert cluster_pid(data_dir) is None
 
 
-def test_db_start_status_stop() -> None:
-    data_dir = str(make_data_dir())
-    assert run_cli("db", "start", "--data-dir", data_dir).returncode == 0
-    status = run_cli("db", "status", "--data-dir", data_dir)
+def test_db_start_status_stop(data_dir: Path) -> None:
+    where = str(data_dir)
+    assert run_cli("db", "start", "--data-dir", where).returncode == 0
+    status = run_cli("db", "status", "--data-dir", where)
     assert "running" in status.stdout and "cluster:" in status.stdout
-    assert run_cli("migrate", "--data-dir", data_dir).returncode == 0
-    assert run_cli("migrate", "--data-dir", data_dir).returncode == 0
-    assert run_cli("db", "stop", "--data-dir", data_dir).stdout.strip() == "stopped"
-    assert "stopped" in run_cli("db", "status", "--data-dir", data_dir).stdout
+    assert run_cli("migrate", "--data-dir", where).returncode == 0
+    assert run_cli("migrate", "--data-dir", where).returncode == 0
+    assert run_cli("db", "stop", "--data-dir", where).stdout.strip() == "stopped"
+    assert "stopped" in run_cli("db", "status", "--data-dir", where).stdout
 
 
 def test_unreachable_dsn_is_one_line() -> None:
@@ -171,12 +186,11 @@ def test_root_leaves_parent_modes_unchanged() -> None:
             shutil.rmtree(Path(cluster[0]).parent, ignore_errors=True)
 
 
-def test_sigterm_with_a_request_in_flight(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_with_a_request_in_flight(server_factory, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     import threading
     import time
     import urllib.request
 
-    data_dir = make_data_dir()
     server = server_factory(data_dir=data_dir)
     server.wait_ready()
     created = run_cli("sql", "--data-dir", str(data_dir), "CREATE SERVICE slow TYPE 'RAW' AS SELECT pg_sleep(60)::text")
@@ -218,10 +232,9 @@ def test_a_pgdata_sessdb_did_not_make_is_refused_and_kept(tmp_path: Path) -> Non
     assert (tmp_path / "pgdata" / "important.txt").read_text() == "mine"
 
 
-def test_sigterm_while_starting_exits_0_and_leaves_nothing_running(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_while_starting_exits_0_and_leaves_nothing_running(server_factory, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    data_dir = make_data_dir()
     server = server_factory(data_dir=data_dir)
     deadline = time.monotonic() + 30
     while not (data_dir / "cluster.init").exists() and not (data_dir / "cluster.json").exists():
