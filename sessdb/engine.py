@@ -164,7 +164,10 @@ class Engine:
             outcome = await run_call(backend, _WARM_UP_CALL, statement_timeout_ms=self.statement_timeout_ms,
                                      extra_settings=self._settings_for(RequestSessions(inherited=None, peer=None)),
                                      before_commit=_bookkeeping(self.engine_id, None, None), end_request=True)
-            if outcome.clean or (not backend.broken and await backend.reset()):
+            if outcome.clean:
+                return True
+            log.debug("connection %s was not readied: %s", backend.pid, outcome.error)
+            if not backend.broken and await backend.reset():
                 return True
         except BaseException:
             await backend.close()

@@ -227,14 +227,18 @@ class ConnectionPool:
             self._spawn(self._open_one())
 
     async def _open_one(self) -> None:
+        lost = False
         try:
             backend = await self._open_with_retry()
             if backend is not None and len(self._all) >= self.size and not await self._warm_up(backend):
-                backend = None  # it goes into the reserve, ready for a new session, or is closed
+                backend, lost = None, True  # killed while being readied (it is closed)
         finally:
             self._opening -= 1
         if backend is not None:
             self._place(backend)
+            self._fill()
+        elif lost and not self._closed:
+            await asyncio.sleep(0.1)  # another one, but not in a tight loop should every new one fail
             self._fill()
 
     async def _open_with_retry(self) -> Backend | None:

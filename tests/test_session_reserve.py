@@ -146,12 +146,29 @@ async def test_spares_are_warmed_up_and_keep_nothing_of_it(make_client, svcconn,
         "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY(%s)),"
         " (SELECT count(*) FROM sessdb.http_sessions WHERE conn_id = ANY(%s))", [list(spares)] * 2).fetchone()
     assert left == (0, 0), "no id, slot or session row is left of the warm-up"
-    first = await call(client, "set,table", "R8-0")
-    assert first["t"] == 0 and first["v"] == 0, "a fresh temp table, no variable"
+    first = await call(client, "set,table", "R8-0")  # on the pool's own connection
     assert await (await client.get(f"/{probe}")).text() == "1", "a spare's first request finds the engine ready"
     second = await call(client, "set,table", "R8-1")
     assert second["pid"] in spares, "the second creator ran on a spare, which took the first one's place"
-    assert (first["sid"], second["sid"], second["t"]) == ("R8-0", "R8-1", 0)
+    assert (first["sid"], second["sid"]) == ("R8-0", "R8-1")
+    assert (second["t"], second["v"], second["prepared"], second["role"], second["timeout"]) == \
+        (0, 0, 0, first["role"], first["timeout"]), "the spare's session starts as fresh as any"
+
+
+async def test_a_spare_killed_while_being_readied_is_replaced(make_client, dsn, svcconn) -> None:  # type: ignore[no-untyped-def]
+    # The mirror table locked, a new spare's warm-up waits (up to its 1 s lock timeout): it is
+    # killed there, as PostgreSQL restarting or an admin would.
+    import psycopg
+
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("LOCK TABLE sessdb.http_sessions IN ACCESS EXCLUSIVE MODE")
+        client = await make_client(pool_size=1, session_reserve=1)
+        waiting = "SELECT pid FROM pg_stat_activity WHERE application_name = 'sessdb' AND wait_event_type = 'Lock'"
+        await _until(lambda: svcconn.execute(waiting).fetchone() is not None or engine_of(client).pool._spares)
+        for (pid,) in svcconn.execute(waiting).fetchall():
+            svcconn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    await _until(lambda: len(engine_of(client).pool._spares) == 1)  # another one was opened
+    assert (await call(client, "set", "R10"))["sid"] == "R10"
 
 
 async def test_the_warm_up_does_nothing_inside_a_request(make_client, services: ServiceMaker) -> None:  # type: ignore[no-untyped-def]

@@ -288,15 +288,16 @@ async def raw_clients(base: str, count: int) -> AsyncIterator[list[RawClient]]:
 
 
 async def wait_reserve(base: str, expected: int, timeout: float = 180) -> None:
-    """Wait until sessdb's pool and reserve hold ``expected`` ready connections: opened, warmed
-    up (a spare runs two statements of its own before it joins the reserve) or, for an ended
-    session's connection, reset. sessdb's ``sessdb_pool_connections`` metric counts exactly those,
-    where ``pg_stat_activity`` would count connections still being readied, whose work would
-    then be measured with the burst."""
+    """Wait until sessdb's pool and reserve hold ``expected`` connections, not counting those
+    still being opened and warmed up (a spare runs two statements of its own before it joins the
+    reserve) or, for an ended session's connection, reset: sessdb's ``sessdb_pool_connections``
+    metric leaves those out, where ``pg_stat_activity`` would count them, and the burst would
+    measure their work too."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
             async with http.get(f"{base}/_sessdb/metrics") as resp:
+                resp.raise_for_status()
                 text = await resp.text()
             found = next((int(line.split()[1]) for line in text.splitlines()
                           if line.startswith("sessdb_pool_connections ")), 0)
