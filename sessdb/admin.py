@@ -15,7 +15,7 @@ from sessdb.errors import DatabaseError, SessdbError
 
 _SESSIONS = """
 SELECT s.conn_id, s.session_id, s.created_at AS created,
-       sessdb._session_last_time(s.conn_id, s.last_time) AS last_used, s.timeout_minutes AS timeout,
+       sessdb._session_last_time(s.last_time, a.state, a.state_change) AS last_used, s.timeout_minutes AS timeout,
        CASE WHEN a.state IN ('active', 'idle in transaction') THEN 'busy' ELSE 'idle' END AS state,
        s.waiting, s.engine_id, s.client_addr
 FROM sessdb.http_sessions s

@@ -220,7 +220,7 @@ RETURNS text LANGUAGE plpgsql STABLE AS $$
 DECLARE
     target_pid integer := coalesce(conn_id, pg_backend_pid());
     own boolean := target_pid = pg_backend_pid() AND sessdb._request() IS NOT NULL;
-    row sessdb.http_sessions;
+    row record;
     prop text := lower(name);
     pending text := sessdb._setting('sessdb.pending_id');
 BEGIN
@@ -249,16 +249,18 @@ BEGIN
             ELSE coalesce(sessdb._setting('sessdb.session_timeout'),
                           sessdb._setting('sessdb.default_timeout'), '') END;
     END IF;
-    SELECT s.* INTO row FROM sessdb.http_sessions s
+    SELECT s.session_id, s.created_at, s.timeout_minutes,
+           sessdb._session_last_time(s.last_time, a.state, a.state_change) AS last_time
+      INTO row FROM sessdb.http_sessions s
     JOIN pg_stat_activity a ON a.pid = s.conn_id AND a.backend_start <= s.created_at  -- not a reused pid
     WHERE s.conn_id = target_pid;
-    IF row.conn_id IS NULL THEN
+    IF NOT FOUND THEN
         RETURN '';
     END IF;
     RETURN CASE prop
         WHEN 'sessionid' THEN row.session_id
         WHEN 'sessioncreatetime' THEN sessdb._format_time(row.created_at)
-        WHEN 'sessionlasttime' THEN sessdb._format_time(sessdb._session_last_time(row.conn_id, row.last_time))
+        WHEN 'sessionlasttime' THEN sessdb._format_time(row.last_time)
         ELSE trim(to_char(row.timeout_minutes, 'FM999999990.########'), '.') END;
 END $$;
 
@@ -268,11 +270,11 @@ END $$;
 -- session's last release is when its connection went idle, which PostgreSQL records; a busy
 -- one's is the row's, at most about a second early. With track_activities off the row's is
 -- read. (A role that may not see the engine's connections in pg_stat_activity sees no session.)
-CREATE OR REPLACE FUNCTION sessdb._session_last_time(pid integer, mirrored timestamptz)
-RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN a.state = 'idle' AND mirrored IS NOT NULL THEN greatest(mirrored, a.state_change)
-                ELSE mirrored END
-    FROM pg_stat_activity a WHERE a.pid = _session_last_time.pid
+-- From the row's time and the connection's pg_stat_activity state, which the callers join.
+DROP FUNCTION IF EXISTS sessdb._session_last_time(integer, timestamptz);
+CREATE OR REPLACE FUNCTION sessdb._session_last_time(mirrored timestamptz, state text, state_change timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN state = 'idle' AND mirrored IS NOT NULL THEN greatest(mirrored, state_change) ELSE mirrored END
 $$;
 
 -- Called by each session connection after each request (and with NULL when it leaves its session).

@@ -52,28 +52,26 @@ async def test_create_and_reuse_keeps_the_connection_and_temp_table(client) -> N
     assert second["sid"] == "S1-create" and second["t"] == 1
 
 
-async def test_requests_in_a_session_are_serialized(client, gate) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,gate", "S2-serial", gate=gate.name))
-    session = await _until_registered(client, "S2-serial")
+async def _behind_a_running_creator(client, gate, sid: str, op: str) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+    """A creates session ``sid`` and waits at the gate; B (``op`` in ``sid``) arrives while A
+    still runs; then the gate opens. The answers of A and B."""
+    a = asyncio.ensure_future(call(client, "set,table,gate", sid, gate=gate.name))
+    session = await _until_registered(client, sid)
     await gate.until_waiting(a)
-    b_task = asyncio.ensure_future(call(client, "inc", sid="S2-serial"))
-    await _until(lambda: b_task.done() or len(session.queue) == 1)  # B arrived while A still runs
+    b = asyncio.ensure_future(call(client, op, sid=sid))
+    await _until(lambda: b.done() or len(session.queue) == 1)  # B arrived while A still runs
     await gate.open()
-    first = await a
-    b = await b_task
+    return await a, await b
+
+
+async def test_requests_in_a_session_are_serialized(client, gate) -> None:  # type: ignore[no-untyped-def]
+    first, b = await _behind_a_running_creator(client, gate, "S2-serial", "inc")
     assert b["t"] == 1, "B ran after A and saw its temp table"
     assert ts(b["now"]) >= ts(first["now"])
 
 
 async def test_registration_is_immediate(client, gate) -> None:  # type: ignore[no-untyped-def]
-    a = asyncio.ensure_future(call(client, "set,table,gate", "S3-immediate", gate=gate.name))
-    session = await _until_registered(client, "S3-immediate")
-    await gate.until_waiting(a)
-    b_task = asyncio.ensure_future(call(client, "state", sid="S3-immediate"))
-    await _until(lambda: b_task.done() or len(session.queue) == 1)  # B arrived while A still runs
-    await gate.open()
-    await a
-    b = await b_task
+    _, b = await _behind_a_running_creator(client, gate, "S3-immediate", "state")
     assert b["sid"] == "S3-immediate", "B queued on the session instead of running sessionless"
 
 
