@@ -26,6 +26,7 @@ from sessdb.config import Settings
 from sessdb.connection import Backend
 from sessdb.errors import DatabaseError, ServiceUnavailable
 from sessdb.execute import Outcome, Ticket, run_call
+from sessdb.mirror import NewSessionRows
 from sessdb.plan import Call, placeholder_call
 from sessdb.pool import ConnectionPool
 from sessdb.routing import Service
@@ -45,10 +46,9 @@ _SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= null
              f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
              " THEN (SELECT extract(epoch FROM clock_timestamp())::text FROM sessdb._sync_from_request($1, $2)) END")
-# a sessionless request mirrors nothing unless it made a session (saves a PL/pgSQL call)
-_SYNC_POOLED_SQL = ("CASE WHEN coalesce(current_setting('sessdb.session_id', true), '') = ''"
-                    " AND coalesce(current_setting('sessdb.pending_id', true), '') = ''"
-                    " THEN NULL ELSE sessdb._sync_from_request($1, $2) END")
+# a sessionless request writes no row: the one of a session it creates is written after it
+# (sessdb.mirror), not in its transaction
+_SYNC_POOLED_SQL = "NULL"
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs once (Engine._warm_up)
 _FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"
 
@@ -75,6 +75,7 @@ class Engine:
         self.pool = ConnectionPool(dsn, settings.pool_size, settings.session_reserve, warm_up=self._warm_up)
         self.catalog = Catalog(dsn, on_admin=self._on_admin)
         self.auth = Authenticator(dsn)
+        self.new_rows = NewSessionRows(self.engine_id, self._mirror)
         self.sessions = SessionManager(queue_limit=settings.session_queue_limit,
                                        default_timeout=self.default_timeout,
                                        bind_ip=settings.session_bind_ip, on_closed=self._dispose,
@@ -308,16 +309,16 @@ class Engine:
         return result
 
     async def _settle_created(self, session: Session, result: Result) -> None:
-        """After a creator request: mirror the session if its transaction rolled back, then release it."""
+        """After a creator request: write the session's mirror row, then release the session."""
         backend = session.backend
-        if backend.broken:
+        if not backend.broken:
+            session.last_time = wall_now()  # SessionLastTime: the creator releases the session now
+            await backend.settle_cancel()
+            await self.new_rows.write(session)  # committed or not, the creator's transaction wrote no row
+        if backend.broken:  # lost before, or while writing the row
             self.sessions.drop(session, "killed")
             self.sessions.close(session)
             raise ServiceUnavailable("the database connection was lost", retry_after=1)
-        session.last_time = wall_now()  # SessionLastTime: the creator releases the session now
-        if result.outcome is None or not result.outcome.committed:
-            await backend.settle_cancel()
-            await self._mirror(session)  # the request's own sync was rolled back
         if self.settings.session_cookie == "auto":
             result.set_cookie = session.id
         self._leave(session)
@@ -472,7 +473,7 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
 def _bookkeeping(engine_id: str, peer: str | None, mirror_written: str | None) -> tuple[str, list[str]]:
     """The select list (and its parameters) a request evaluates before its commit."""
     if mirror_written is None:
-        return _SYNC_POOLED_SQL, [engine_id, peer or ""]
+        return _SYNC_POOLED_SQL, []
     return _SYNC_SQL, [engine_id, peer or "", mirror_written]
 
 

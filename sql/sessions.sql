@@ -12,8 +12,9 @@
 --     .session_timeout, .session_creator ('1' when the request started without a session),
 --     .pending_id and .slots ('<class>:<max>').
 --   * Changes are reported to the engine while the statement runs, as 'sessdb-event' notices.
--- sessdb.http_sessions mirrors the engine's sessions for other connections; each session
--- connection updates its own row after each request.
+-- sessdb.http_sessions mirrors the engine's sessions for other connections: the engine writes a
+-- new session's row after its creator's statement (in batches, sessdb._mirror_new_sessions);
+-- after that each session connection updates its own row, in the transaction of its requests.
 
 CREATE OR REPLACE FUNCTION sessdb._setting(name text)
 RETURNS text LANGUAGE sql STABLE AS $$
@@ -297,6 +298,26 @@ BEGIN
         timeout_minutes = excluded.timeout_minutes, state = excluded.state, waiting = excluded.waiting,
         client_addr = excluded.client_addr;
 END $$;
+
+-- The rows of new sessions, written by the engine in batches after their creators' statements
+-- (sessdb/mirror.py), as the engine whatever role the connection is left with: rows is a JSON
+-- array of [conn_id, session id, created, timeout minutes, client address]. Answers the rows'
+-- release time, as epoch seconds.
+CREATE OR REPLACE FUNCTION sessdb._mirror_new_sessions(engine text, rows text)
+RETURNS text LANGUAGE sql AS $$
+    WITH at AS (SELECT clock_timestamp() AS t),
+    written AS (
+        INSERT INTO sessdb.http_sessions AS s
+            (conn_id, session_id, engine_id, created_at, last_time, timeout_minutes, state, waiting, client_addr)
+        SELECT (r->>0)::integer, r->>1, engine, (r->>2)::timestamptz, at.t, (r->>3)::float8, 'idle', 0, r->>4
+        FROM at, jsonb_array_elements(rows::jsonb) AS r
+        ON CONFLICT (conn_id) DO UPDATE SET session_id = excluded.session_id, engine_id = excluded.engine_id,
+            created_at = excluded.created_at, last_time = excluded.last_time,
+            timeout_minutes = excluded.timeout_minutes, state = excluded.state, waiting = excluded.waiting,
+            client_addr = excluded.client_addr
+    )
+    SELECT extract(epoch FROM t)::text FROM at
+$$;
 
 -- Admin drop (contract 5.6) from any SQL connection: a session connection is handed to its engine
 -- (which cancels or marks it); any other connection of the database is terminated.
