@@ -87,6 +87,10 @@ async def test_a_cancelled_batch_falls_back_to_each_sessions_own_connection(  # 
     later = [asyncio.ensure_future(create(client, f"R-c{i}")) for i in (1, 2)]
     await until(lambda: any(t.done() for t in later) or engine.new_rows.queued == 2, "two creations queued")
     for fallen_back in (1, 3):  # cancel the batch of R-c0, then the one of the two that queued
+        # the second batch starts as the first fails, but nothing orders its arrival at the lock
+        # before that of the first one's fallback: wait for it
+        await until(lambda: len(waiting_on_the_table(svcconn, "_mirror_new_sessions")) == 1 or first.done(),
+                    "a batch at the table")
         (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
         svcconn.execute("SELECT pg_cancel_backend(%s)", [carrier])
         await until(lambda: len(waiting_on_the_table(svcconn, "_sync_session")) == fallen_back
