@@ -35,6 +35,11 @@ log = logging.getLogger("sessdb.mirror")
 # client address]; answers when the rows got their release time (PostgreSQL's epoch)
 _BATCH_SQL = b"SELECT sessdb._mirror_new_sessions($1, $2)"
 
+# The batch runs in a transaction block of its own, read-write and read committed whatever
+# defaults the carrier's session left (SET default_transaction_read_only, a serializable default)
+_BEGIN = Step(b"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
+_COMMIT = Step(b"COMMIT")
+
 _LEAD = object()  # a waiter's result: write the next batch yourself
 
 
@@ -66,6 +71,10 @@ class NewSessionRows:
             except BaseException:
                 if entry in self._queue:
                     self._queue.remove(entry)
+                if waiter.done() and not waiter.cancelled() and waiter.result() is _LEAD:
+                    # cancelled once handed the next batch: hand it on, or nobody ever writes it
+                    self._out = False
+                    self._hand_over()
                 raise
             if at is not _LEAD:
                 await self._settle(session, at)
@@ -107,15 +116,16 @@ class NewSessionRows:
                                 s.creator_addr or ""] for s in sessions}
         try:
             await carrier.settle_cancel()
-            results = await carrier.wire.run([ENGINE_ROLE, Step(_BATCH_SQL, [self.engine_id,
-                                                                            json.dumps(list(rows.values()))])])
+            results = await carrier.wire.run([_BEGIN, ENGINE_ROLE, Step(_BATCH_SQL, [
+                self.engine_id, json.dumps(list(rows.values()))]), _COMMIT])
         except psycopg.Error as exc:
             log.debug("writing %d session rows on connection %s failed: %s", len(rows), carrier.pid, exc)
             return None
-        res = results[-1]
-        if carrier.wire.error_of(res) is not None or res is None or res.ntuples != 1:
-            log.debug("writing %d session rows on connection %s failed: %s", len(rows), carrier.pid,
-                      carrier.wire.error_of(res))
+        res = results[2]
+        failed = next((e for e in map(carrier.wire.error_of, results) if e is not None), None)
+        if failed is not None or res is None or res.ntuples != 1 or results[3] is None:
+            log.debug("writing %d session rows on connection %s failed: %s", len(rows), carrier.pid, failed)
+            await carrier.rollback_if_needed()  # the block is left open and failed after an error
             return None
         self.batches += 1
         value = res.get_value(0, 0)

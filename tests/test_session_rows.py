@@ -15,6 +15,10 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from sessdb.connection import Backend
+from sessdb.mirror import NewSessionRows
+from sessdb.session import Session
+from sessdb.sessions import wall_now
 from tests.fix_app import engine_of
 from tests.fix_gate import HANG_GUARD
 
@@ -125,3 +129,91 @@ async def test_a_batch_whose_connection_is_killed_loses_only_that_session(  # ty
     status, body = await later
     assert status == 200, body
     assert rows(svcconn, "R-k0", "R-k1") == {"R-k1": body["pid"]}  # type: ignore[index]
+
+
+class HookedSession(Session):
+    """A session whose ``mirrored`` runs a hook: the leader calls it synchronously right after
+    ``_lead`` handed the next batch over, before the next leader's task has run."""
+
+    hook = None
+
+    def mirrored(self, peer, at):  # type: ignore[no-untyped-def]
+        super().mirrored(peer, at)
+        if self.hook is not None:
+            self.hook()
+
+
+async def test_a_creator_cancelled_just_after_being_handed_the_lead_does_not_wedge_the_batches(  # type: ignore[no-untyped-def]
+        dsn, svcconn, table_lock) -> None:
+    backends = [await Backend.open(dsn) for _ in range(4)]
+    try:
+        async def write_one(session: Session) -> None:  # a failed batch's fallback: none fails here
+            raise AssertionError(f"no batch should fail: {session.id}")
+
+        new_rows = NewSessionRows("review-engine", write_one)
+        sessions = [HookedSession(id=f"H-{i}", backend=b, created_at=wall_now(), timeout_minutes=30.0,
+                                  creator_addr=None) for i, b in enumerate(backends)]
+        first = asyncio.ensure_future(new_rows.write(sessions[0]))
+        await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
+        handed = asyncio.ensure_future(new_rows.write(sessions[1]))
+        behind = asyncio.ensure_future(new_rows.write(sessions[2]))
+        await until(lambda: new_rows.queued == 2, "two queued")
+        sessions[0].hook = handed.cancel  # e.g. aiohttp's shutdown cancelling that creator's handler
+        await table_lock.commit()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await handed
+        # the creator queued behind the cancelled one must still get its row written
+        await asyncio.wait_for(behind, HANG_GUARD)
+        await asyncio.wait_for(new_rows.write(sessions[3]), HANG_GUARD)
+        assert set(rows(svcconn, "H-0", "H-2", "H-3")) == {"H-0", "H-2", "H-3"}
+    finally:
+        for b in backends:
+            await b.close()
+        svcconn.execute("DELETE FROM sessdb.http_sessions WHERE engine_id = 'review-engine'")
+
+
+async def test_a_creator_that_leaves_its_connection_read_only_answers_with_its_row(  # type: ignore[no-untyped-def]
+        client, svcconn) -> None:
+    svcconn.execute("""
+        CREATE OR REPLACE FUNCTION public.review_ro(arg text) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM sa_set_http_option('SessionID', arg);
+            SET default_transaction_read_only = on;  -- any role may; a session keeps it
+            RETURN pg_backend_pid()::text;
+        END $$""")
+    svcconn.execute("SELECT sessdb.create_service(name => 'review_ro', type => 'RAW', "
+                    "statement => 'SELECT review_ro(:arg)', replace => true)")
+    await until(lambda: "review_ro" in engine_of(client).catalog.services, "the service")
+    resp = await client.get("/review_ro", params={"arg": "RO-1"})
+    assert resp.status == 200, await resp.text()
+    pid = int(await resp.text())
+    seen = svcconn.execute("SELECT connection_property('SessionID', %s)", [pid]).fetchone()
+    assert seen == ("RO-1",), "another connection sees the session once its creator has answered (README)"
+
+
+async def test_an_admin_drop_of_the_batch_carrier_fails_only_its_creator(  # type: ignore[no-untyped-def]
+        client, svcconn, table_lock) -> None:
+    engine = engine_of(client)
+    first = asyncio.ensure_future(create(client, "D-0"))
+    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
+    later = asyncio.ensure_future(create(client, "D-1"))
+    await until(lambda: later.done() or engine.new_rows.queued == 1, "a creation queued")
+    (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+    svcconn.execute("SELECT sessdb.drop_connection(%s)", [carrier])
+    await until(lambda: first.done() or len(waiting_on_the_table(svcconn, "_sync_session")) == 1, "fallback")
+    await table_lock.commit()
+    status, text = await first
+    assert status == 503, text
+    status, body = await later
+    assert status == 200, body
+    assert rows(svcconn, "D-1") == {"D-1": body["pid"]}  # type: ignore[index]
+
+
+async def test_a_creator_with_a_role_left_set_gets_its_row(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+    svcconn.execute("DO $$ BEGIN CREATE ROLE review_nobody; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO review_nobody")
+    resp = await client.get("/sess", params={"op": "set,role", "arg": "RR-1", "arg2": "review_nobody"})
+    body = json.loads(await resp.text())
+    assert resp.status == 200 and body["role"] == "review_nobody"
+    assert svcconn.execute("SELECT connection_property('SessionID', %s)", [body["pid"]]).fetchone() == ("RR-1",)
