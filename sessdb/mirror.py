@@ -112,8 +112,9 @@ class NewSessionRows:
         carrier = next((s.backend for s in sessions if not s.backend.broken), None)
         if carrier is None:
             return None
+        # no row for a lost connection: PostgreSQL may give its pid to a new connection already
         rows = {s.backend.pid: [s.backend.pid, s.id, s.created_at.isoformat(), s.timeout_minutes,
-                                s.creator_addr or ""] for s in sessions}
+                                s.creator_addr or ""] for s in sessions if not s.backend.broken}
         try:
             await carrier.settle_cancel()
             results = await carrier.wire.run([_BEGIN, ENGINE_ROLE, Step(_BATCH_SQL, [
