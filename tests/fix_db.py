@@ -22,6 +22,13 @@ from sessdb.migrate import migrate
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def tcp_host(conninfo: dict) -> str:  # type: ignore[type-arg]
+    """The host to reach the server of ``conninfo`` (from ``conninfo_to_dict``) through TCP:
+    the embedded cluster's URL names its Unix socket directory, and it also listens on loopback."""
+    host = str(conninfo.get("host") or "127.0.0.1")
+    return "127.0.0.1" if host.startswith("/") else host
+
+
 def make_data_dir(prefix: str = "sessdb-test-") -> Path:
     """A new, empty data dir under /tmp that sessdb's OS user can reach."""
     path = Path(tempfile.mkdtemp(prefix=prefix))

@@ -104,6 +104,34 @@ def test_db_start_status_stop(data_dir: Path) -> None:
     assert "stopped" in run_cli("db", "status", "--data-dir", where).stdout
 
 
+def test_db_url_names_a_private_socket_and_tcp_answers_too(data_dir: Path) -> None:
+    where = str(data_dir)
+    assert run_cli("db", "start", "--data-dir", where).returncode == 0
+    url = run_cli("db", "url", "--data-dir", where).stdout.strip()
+    sockets = data_dir / "run"
+    assert f"host={sockets}&" in url, url
+    assert stat.S_IMODE(sockets.stat().st_mode) == 0o700, "only PostgreSQL's OS user (and root) may enter"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,), "through the socket"
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    with psycopg.connect(psycopg.conninfo.make_conninfo(url, host="127.0.0.1")) as conn:
+        assert conn.execute("SELECT inet_server_addr()::text").fetchone() == ("127.0.0.1/32",)
+        assert info["port"] == str(conn.info.port)
+
+
+def test_a_data_dir_too_deep_for_a_socket_gets_tcp(server_factory) -> None:  # type: ignore[no-untyped-def]
+    deep = make_data_dir(prefix="sessdb-test-" + "d" * 100 + "-")
+    try:
+        assert run_cli("db", "start", "--data-dir", str(deep)).returncode == 0
+        url = run_cli("db", "url", "--data-dir", str(deep)).stdout.strip()
+        assert "@127.0.0.1:" in url, url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        EmbeddedPostgres(deep).stop()
+        shutil.rmtree(deep)
+
+
 def test_unreachable_dsn_is_one_line() -> None:
     port = free_port()
     proc = run_cli("migrate", "--dsn", f"postgresql://nobody:x@127.0.0.1:{port}/none")

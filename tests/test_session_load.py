@@ -37,6 +37,7 @@ from aiohttp.test_utils import TestClient
 from sessdb.web.app import make_app
 from sessdb.config import Settings
 from tests.fix_app import SessdbTestServer, engine_of
+from tests.fix_db import tcp_host
 from tests.web_helpers import ServiceMaker, services, unique  # noqa: F401  (fixture)
 
 SESSIONS = 200
@@ -308,7 +309,7 @@ class CancelDelayProxy:
 
     def __init__(self, dsn: str, delay: float) -> None:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
-        self.upstream = (str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+        self.upstream = (tcp_host(info), int(info.get("port", 5432)))
         self.dsn = dsn
         self.delay = delay
         self.cancels = 0

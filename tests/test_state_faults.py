@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.fix_db import tcp_host
 from tests.fix_server import free_port
 from tests.state_helpers import (  # noqa: F401  (fixtures)
     StateClient,
@@ -24,7 +25,7 @@ from tests.state_helpers import (  # noqa: F401  (fixtures)
 
 async def test_s33_database_outage_never_fakes_not_found(dsn: str, svcconn: psycopg.Connection) -> None:
     parts = conninfo_to_dict(dsn)
-    proxy = TcpProxy(str(parts.get("host", "127.0.0.1")), int(parts.get("port", 5432)))
+    proxy = TcpProxy(tcp_host(parts), int(parts.get("port", 5432)))
     await proxy.start()
     proxied = make_conninfo(dsn, host="127.0.0.1", port=str(proxy.port))
     key = new_key()

@@ -17,6 +17,7 @@ from sessdb.statestore import (
     SessionStateStoreData,
     application_key_prefix,
 )
+from tests.fix_db import tcp_host
 from tests.state_helpers import HANG_GUARD, TcpProxy, clients, row, running_server, travel
 
 
@@ -169,7 +170,7 @@ def row_watched(dsn: str, key: str) -> bool:
 
 async def test_database_outage_raises_never_reports_missing(dsn: str) -> None:
     parts = conninfo_to_dict(dsn)
-    proxy = TcpProxy(str(parts.get("host", "127.0.0.1")), int(parts.get("port", 5432)))
+    proxy = TcpProxy(tcp_host(parts), int(parts.get("port", 5432)))
     await proxy.start()
     async with SessionStateStore(make_conninfo(dsn, host="127.0.0.1", port=str(proxy.port)), listen=False) as p:
         s = sid()
