@@ -460,11 +460,15 @@ def main() -> int:
     parser.add_argument("--creation-seconds", type=float, default=5, help="length of the create-and-delete part of (c)")
     parser.add_argument("--idle", type=int, default=500, help="idle sessions in (d) (default 500)")
     parser.add_argument("--pool-size", type=int, default=10, help="sessdb's POOL_SIZE (default 10)")
+    parser.add_argument("--tcp", action="store_true",
+                        help="both servers reach PostgreSQL through TCP on loopback instead of its Unix socket")
     parser.add_argument("--data-dir", type=Path, help="embedded cluster to start or reuse (default: a temporary one)")
     args = parser.parse_args()
 
     need = args.reserve + args.idle + 2 * args.sessions + args.pool_size + 50
     with bench_cluster(args.data_dir, need) as dsn:
+        if args.tcp:  # the cluster's URL names its Unix socket
+            dsn = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1")
         ports = {"sessdb": free_port(), "baseline": free_port()}
         bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         serve_cmd = [sys.executable, "-m", "sessdb", "serve", "--dsn", dsn, "--no-migrate",
