@@ -46,9 +46,6 @@ _SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= null
              f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
              " THEN (SELECT extract(epoch FROM clock_timestamp())::text FROM sessdb._sync_from_request($1, $2)) END")
-# a sessionless request writes no row: the one of a session it creates is written after it
-# (sessdb.mirror), not in its transaction
-_SYNC_POOLED_SQL = "NULL"
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs once (Engine._warm_up)
 _FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"
 
@@ -473,7 +470,9 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
 def _bookkeeping(engine_id: str, peer: str | None, mirror_written: str | None) -> tuple[str, list[str]]:
     """The select list (and its parameters) a request evaluates before its commit."""
     if mirror_written is None:
-        return _SYNC_POOLED_SQL, []
+        # none: a sessionless request writes no row; the one of a session it creates is written
+        # after it (sessdb.mirror), not in its transaction
+        return "", []
     return _SYNC_SQL, [engine_id, peer or "", mirror_written]
 
 

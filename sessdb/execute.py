@@ -67,7 +67,7 @@ class Outcome:
     pgrst_status: str | None = None
     committed: bool = False
     clean: bool = False  # the connection was reset by the request itself (see sessdb._end_pooled)
-    last_value: str | None = None  # the last value of the ``before_commit`` select list, committed
+    last_value: str | None = None  # the last value of the engine's last step, committed (a session's bookkeeping)
 
 
 @functools.lru_cache(maxsize=64)
@@ -97,7 +97,7 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
 
     ``extra_settings`` are more transaction-local settings; ``before_commit`` is a select list
-    (text with ``$n`` placeholders, params) evaluated after the service statement, inside its
+    (text with ``$n`` placeholders, possibly empty, and params) evaluated after the service statement, inside its
     transaction, as the engine's role. ``end_request`` resets a sessionless connection in the
     same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
@@ -171,9 +171,9 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
 
 @functools.lru_cache(maxsize=16)
 def _tail_sql(select: str, reset_param: int) -> bytes:
-    """The last step's SQL: the pgrst read, the engine's ``select`` list, and the reset of the
-    connection (``sessdb._end_pooled``) as the login in ``$reset_param`` unless that is 0."""
-    sql = f"{_READ_PGRST}, {select}"
+    """The last step's SQL: the pgrst read, the engine's ``select`` list (if any), and the reset
+    of the connection (``sessdb._end_pooled``) as the login in ``$reset_param`` unless that is 0."""
+    sql = f"{_READ_PGRST}, {select}" if select else _READ_PGRST
     if reset_param:
         sql += f", sessdb._end_pooled(${reset_param})"
     return sql.encode()

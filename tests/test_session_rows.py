@@ -61,6 +61,17 @@ async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.01)
 
 
+async def batch_held_at_the_table(client, svcconn, sid: str, later_sid: str):  # type: ignore[no-untyped-def]
+    """Creator ``sid``'s batch waits at the locked table and creator ``later_sid`` is queued for
+    the next one: (the first request, the later one, the pid carrying the batch)."""
+    first = asyncio.ensure_future(create(client, sid))
+    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
+    later = asyncio.ensure_future(create(client, later_sid))
+    await until(lambda: later.done() or engine_of(client).new_rows.queued == 1, "a creation queued")
+    (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+    return first, later, carrier
+
+
 async def test_creations_ending_meanwhile_share_one_batch_and_answer_after_their_rows(  # type: ignore[no-untyped-def]
         client, svcconn, table_lock) -> None:
     engine = engine_of(client)
@@ -114,11 +125,7 @@ async def test_a_cancelled_batch_falls_back_to_each_sessions_own_connection(  # 
 async def test_a_batch_whose_connection_is_killed_loses_only_that_session(  # type: ignore[no-untyped-def]
         client, svcconn, table_lock) -> None:
     engine = engine_of(client)
-    first = asyncio.ensure_future(create(client, "R-k0"))
-    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
-    later = asyncio.ensure_future(create(client, "R-k1"))
-    await until(lambda: later.done() or engine.new_rows.queued == 1, "a creation queued")
-    (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+    first, later, carrier = await batch_held_at_the_table(client, svcconn, "R-k0", "R-k1")
     svcconn.execute("SELECT pg_terminate_backend(%s)", [carrier])
     status, text = await first
     assert status == 503 and "connection was lost" in str(text)
@@ -194,12 +201,7 @@ async def test_a_creator_that_leaves_its_connection_read_only_answers_with_its_r
 
 async def test_an_admin_drop_of_the_batch_carrier_fails_only_its_creator(  # type: ignore[no-untyped-def]
         client, svcconn, table_lock) -> None:
-    engine = engine_of(client)
-    first = asyncio.ensure_future(create(client, "D-0"))
-    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
-    later = asyncio.ensure_future(create(client, "D-1"))
-    await until(lambda: later.done() or engine.new_rows.queued == 1, "a creation queued")
-    (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+    first, later, carrier = await batch_held_at_the_table(client, svcconn, "D-0", "D-1")
     svcconn.execute("SELECT sessdb.drop_connection(%s)", [carrier])
     await until(lambda: first.done() or len(waiting_on_the_table(svcconn, "_sync_session")) == 1, "fallback")
     await table_lock.commit()
