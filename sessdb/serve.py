@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import sys
@@ -22,6 +23,20 @@ from sessdb.web.protocol import SessdbRunner
 log = logging.getLogger("sessdb.web")
 
 GRACE_SECONDS = 5.0
+
+# a young-generation collection every 20,000 net allocations of container objects instead of 700:
+# a request frees nearly all it makes by reference counting, so the collector's passes found
+# almost nothing and cost the engine about 6 % of its CPU under load (gen 2 passes 20 ms each)
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for serving: collect what the start-up left, move the
+    objects that live on (modules, the app, the engine) out of its passes (``gc.freeze``), and
+    run its young-generation pass less often (``GC_THRESHOLDS``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(settings: Settings, dsn: str) -> None:
@@ -42,6 +57,7 @@ async def serve(settings: Settings, dsn: str) -> None:
                 raise SessdbError(f"port {settings.port} on {settings.host} is in use") from None
             raise SessdbError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
         port = site._server.sockets[0].getsockname()[1] if site._server else settings.port  # type: ignore[union-attr]
+        tune_gc()
         print(f"sessdb listening on http://{settings.host}:{port}/", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: no new connections; finishing in-flight requests")
