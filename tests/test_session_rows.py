@@ -61,13 +61,21 @@ async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.01)
 
 
-async def batch_held_at_the_table(client, svcconn, sid: str, later_sid: str):  # type: ignore[no-untyped-def]
-    """Creator ``sid``'s batch waits at the locked table and creator ``later_sid`` is queued for
-    the next one: (the first request, the later one, the pid carrying the batch)."""
+async def creations_behind_a_held_batch(client, svcconn, sid: str, later_sids: list[str]):  # type: ignore[no-untyped-def]
+    """Creator ``sid``'s batch waits at the locked table and the creators ``later_sids`` are
+    queued for the next one: (the first request, the later ones)."""
     first = asyncio.ensure_future(create(client, sid))
     await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
-    later = asyncio.ensure_future(create(client, later_sid))
-    await until(lambda: later.done() or engine_of(client).new_rows.queued == 1, "a creation queued")
+    later = [asyncio.ensure_future(create(client, later_sid)) for later_sid in later_sids]
+    await until(lambda: any(t.done() for t in later) or engine_of(client).new_rows.queued == len(later),
+                f"{len(later)} creations queued")
+    return first, later
+
+
+async def batch_held_at_the_table(client, svcconn, sid: str, later_sid: str):  # type: ignore[no-untyped-def]
+    """As ``creations_behind_a_held_batch`` with one later creator: (the first request, the later
+    one, the pid carrying the batch)."""
+    first, (later,) = await creations_behind_a_held_batch(client, svcconn, sid, [later_sid])
     (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
     return first, later, carrier
 
@@ -76,10 +84,7 @@ async def test_creations_ending_meanwhile_share_one_batch_and_answer_after_their
         client, svcconn, table_lock) -> None:
     engine = engine_of(client)
     batches = engine.new_rows.batches
-    first = asyncio.ensure_future(create(client, "R-first"))
-    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
-    later = [asyncio.ensure_future(create(client, f"R-later-{i}")) for i in range(4)]
-    await until(lambda: any(t.done() for t in later) or engine.new_rows.queued == 4, "four creations queued")
+    first, later = await creations_behind_a_held_batch(client, svcconn, "R-first", [f"R-later-{i}" for i in range(4)])
     assert not first.done() and not any(t.done() for t in later), "no creator answers before its row is written"
     assert rows(svcconn, "R-first", *(f"R-later-{i}" for i in range(4))) == {}
     await table_lock.commit()
@@ -97,10 +102,7 @@ async def test_a_cancelled_batch_falls_back_to_each_sessions_own_connection(  # 
         client, svcconn, table_lock) -> None:
     engine = engine_of(client)
     batches = engine.new_rows.batches
-    first = asyncio.ensure_future(create(client, "R-c0"))
-    await until(lambda: first.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions"), "the first batch")
-    later = [asyncio.ensure_future(create(client, f"R-c{i}")) for i in (1, 2)]
-    await until(lambda: any(t.done() for t in later) or engine.new_rows.queued == 2, "two creations queued")
+    first, later = await creations_behind_a_held_batch(client, svcconn, "R-c0", ["R-c1", "R-c2"])
     for fallen_back in (1, 3):  # cancel the batch of R-c0, then the one of the two that queued
         # the second batch starts as the first fails, but nothing orders its arrival at the lock
         # before that of the first one's fallback: wait for it
