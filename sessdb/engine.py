@@ -166,11 +166,12 @@ class Engine:
         False when the connection is unusable (it is closed then)."""
         if not await backend.warm_up():
             return False
+        settings = self._settings_for(RequestSessions(inherited=None, peer=None))
+        bookkeeping = _bookkeeping(self.engine_id, None, None)
         try:
             for _ in range(WARM_UP_REQUESTS):
                 outcome = await run_call(backend, _WARM_UP_CALL, statement_timeout_ms=self.statement_timeout_ms,
-                                         extra_settings=self._settings_for(RequestSessions(inherited=None, peer=None)),
-                                         before_commit=_bookkeeping(self.engine_id, None, None), end_request=True)
+                                         extra_settings=settings, before_commit=bookkeeping, end_request=True)
                 if not outcome.clean:
                     break
             if outcome.clean:
