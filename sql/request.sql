@@ -12,11 +12,24 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT nullif(current_setting('sessdb.request', true), '')::jsonb
 $$;
 
-CREATE OR REPLACE FUNCTION sessdb._event(kind text, payload jsonb)
-RETURNS void LANGUAGE plpgsql AS $$
+-- True inside a service request. Cheaper than testing sessdb._request(), which parses the request.
+CREATE OR REPLACE FUNCTION sessdb._in_request()
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(current_setting('sessdb.request', true), '') <> ''
+$$;
+
+-- Tells the engine of a change while the statement runs: detail is a JSON object with "kind".
+-- It answers true, so that PL/pgSQL callers can assign it (sent := sessdb._event(...)): an
+-- assignment is evaluated as a simple expression, without the executor a PERFORM starts (a few
+-- microseconds a statement), and is never planned anew for its parameters, as a PERFORM is at
+-- its first five runs on a connection. The request path's functions use assignments for that.
+CREATE OR REPLACE FUNCTION sessdb._event(detail json)
+RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE NOTICE USING MESSAGE = 'sessdb-event', DETAIL = jsonb_build_object('kind', kind) || payload;
+    RAISE NOTICE USING MESSAGE = 'sessdb-event', DETAIL = detail;
+    RETURN true;
 END $$;
+DROP FUNCTION IF EXISTS sessdb._event(text, jsonb);  -- its earlier form: a kind, and a jsonb payload
 
 -- The variables named "name": exactly as written if any is, else in any letter case.
 CREATE OR REPLACE FUNCTION sessdb._variables(name text)
@@ -140,6 +153,8 @@ CREATE OR REPLACE FUNCTION sessdb.sa_set_http_header(name text, value text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     headers jsonb;
+    ignored text;
+    sent boolean;
 BEGIN
     IF name IS NULL OR (lower(name) <> '@httpstatus' AND name !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
         PERFORM sessdb._raise('SD100', format('invalid HTTP header name %L', name));
@@ -155,7 +170,7 @@ BEGIN
         END IF;
         name := '@HttpStatus';
     END IF;
-    IF sessdb._request() IS NULL THEN
+    IF NOT sessdb._in_request() THEN
         RETURN;  -- outside a service request there is no response to shape
     END IF;
     SELECT coalesce(jsonb_agg(h ORDER BY ord), '[]'::jsonb) INTO headers
@@ -164,8 +179,8 @@ BEGIN
     IF value IS NOT NULL THEN
         headers := headers || jsonb_build_array(jsonb_build_array(name, value));
     END IF;
-    PERFORM set_config('sessdb.response', headers::text, true);
-    PERFORM sessdb._event('header', jsonb_build_object('name', name, 'value', value));
+    ignored := set_config('sessdb.response', headers::text, true);
+    sent := sessdb._event(json_build_object('kind', 'header', 'name', name, 'value', value));
 END $$;
 
 CREATE OR REPLACE FUNCTION sessdb.http_response_header(name text)
@@ -190,9 +205,10 @@ CREATE OR REPLACE FUNCTION sessdb.sa_set_http_option(option text, value text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     name text := lower(coalesce(option, ''));
+    done boolean;
 BEGIN
     IF name = 'sessionid' THEN
-        PERFORM sessdb._set_session_id(value);
+        done := sessdb._apply_session_id(value);
     ELSIF name = 'sessiontimeout' THEN
         PERFORM sessdb._set_session_timeout(value);
     ELSIF name = 'charsetconversion' THEN
@@ -200,16 +216,16 @@ BEGIN
             PERFORM sessdb._raise('SD939', format('invalid setting %L for HTTP option ''CharsetConversion''', value),
                                   'use ON or OFF');
         END IF;
-        IF sessdb._request() IS NOT NULL THEN
-            PERFORM sessdb._event('option', jsonb_build_object('name', 'CharsetConversion', 'value', upper(value)));
+        IF sessdb._in_request() THEN
+            PERFORM sessdb._event(json_build_object('kind', 'option', 'name', 'CharsetConversion', 'value', upper(value)));
         END IF;
     ELSIF name = 'acceptcharset' THEN
         IF value IS NULL OR value !~ '^[A-Za-z0-9_.:+*-]+(\s*;\s*q=[0-9.]+)?(\s*,\s*[A-Za-z0-9_.:+*-]+(\s*;\s*q=[0-9.]+)?)*$' THEN
             PERFORM sessdb._raise('SD939', format('invalid setting %L for HTTP option ''AcceptCharset''', value),
                                   'give a list in Accept-Charset syntax, such as ''utf-8, iso-8859-1;q=0.5''');
         END IF;
-        IF sessdb._request() IS NOT NULL THEN
-            PERFORM sessdb._event('option', jsonb_build_object('name', 'AcceptCharset', 'value', value));
+        IF sessdb._in_request() THEN
+            PERFORM sessdb._event(json_build_object('kind', 'option', 'name', 'AcceptCharset', 'value', value));
         END IF;
     ELSE
         PERFORM sessdb._raise('SD939', format('invalid HTTP option %L', option),

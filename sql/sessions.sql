@@ -87,15 +87,19 @@ BEGIN
     RETURN slot;
 END $$;
 
-CREATE OR REPLACE FUNCTION sessdb._set_session_id(value text)
-RETURNS void LANGUAGE plpgsql AS $$
+-- sa_set_http_option('SessionID', value). Every creation runs it: its statements are
+-- assignments rather than PERFORMs (see sessdb._event). True.
+CREATE OR REPLACE FUNCTION sessdb._apply_session_id(value text)
+RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     target text := coalesce(value, '');
     current_id text := coalesce(sessdb._setting('sessdb.session_id'), '');
-    pending text := sessdb._setting('sessdb.pending_id');
+    pending text;
     slot integer;
+    ignored text;
+    sent boolean;
 BEGIN
-    IF sessdb._request() IS NULL THEN
+    IF NOT sessdb._in_request() THEN
         PERFORM sessdb._sd939('SessionID can only be set by a service request');
     END IF;
     IF length(target) > 128 THEN
@@ -104,7 +108,7 @@ BEGIN
     IF sessdb._setting('sessdb.session_creator') = '1' THEN
         -- a creator request: every change takes effect at once (contract 5.3)
         IF target = current_id THEN
-            RETURN;
+            RETURN true;
         END IF;
         IF target <> '' THEN
             IF NOT sessdb._claim_id(target) THEN
@@ -117,41 +121,45 @@ BEGIN
                     PERFORM sessdb._raise('SD941', 'too many HTTP sessions',
                                           'raise MAX_SESSIONS, or delete sessions that are done');
                 END IF;
-                PERFORM set_config('sessdb.session_created', clock_timestamp()::text, true);
-                PERFORM set_config('sessdb.holds_session', '1', false);
+                ignored := set_config('sessdb.session_created', clock_timestamp()::text, true);
+                ignored := set_config('sessdb.holds_session', '1', false);
             END IF;
         END IF;
-        PERFORM sessdb._release_id(current_id);
-        PERFORM set_config('sessdb.session_id', target, true);
+        IF current_id <> '' THEN
+            PERFORM sessdb._release_id(current_id);
+        END IF;
+        ignored := set_config('sessdb.session_id', target, true);
         IF target = '' THEN
             -- the session is gone: its slot (and any lock it held) is free at once
             PERFORM pg_advisory_unlock_all();
-            PERFORM set_config('sessdb.session_created', '', true);
-            PERFORM set_config('sessdb.holds_session', '', false);
+            ignored := set_config('sessdb.session_created', '', true);
+            ignored := set_config('sessdb.holds_session', '', false);
         END IF;
-        PERFORM sessdb._event('session', jsonb_build_object('op', 'set', 'id', nullif(target, ''),
-                                                            'old', nullif(current_id, ''), 'slot', slot));
-        RETURN;
+        sent := sessdb._event(json_build_object('kind', 'session', 'op', 'set', 'id', nullif(target, ''),
+                                                'old', nullif(current_id, ''), 'slot', slot));
+        RETURN true;
     END IF;
     -- a request that started inside a session: the change is pending until it commits
+    pending := sessdb._setting('sessdb.pending_id');
     IF target = current_id THEN
         IF pending IS NOT NULL THEN
             PERFORM sessdb._release_id(CASE WHEN pending = chr(127) THEN NULL ELSE pending END);
-            PERFORM set_config('sessdb.pending_id', '', true);
-            PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', current_id, 'delete', false));
+            ignored := set_config('sessdb.pending_id', '', true);
+            sent := sessdb._event(json_build_object('kind', 'session', 'op', 'pending', 'id', current_id,
+                                                    'delete', false));
         END IF;
-        RETURN;
+        RETURN true;
     END IF;
     IF target = '' THEN
         IF pending IS NOT NULL AND pending <> chr(127) THEN
             PERFORM sessdb._release_id(pending);
         END IF;
-        PERFORM set_config('sessdb.pending_id', chr(127), true);
-        PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', NULL, 'delete', true));
-        RETURN;
+        ignored := set_config('sessdb.pending_id', chr(127), true);
+        sent := sessdb._event(json_build_object('kind', 'session', 'op', 'pending', 'id', NULL, 'delete', true));
+        RETURN true;
     END IF;
     IF pending = target THEN
-        RETURN;
+        RETURN true;
     END IF;
     IF NOT sessdb._claim_id(target) THEN
         PERFORM sessdb._sd939(format('invalid setting for HTTP option ''SessionID'': %L is in use', target));
@@ -159,9 +167,11 @@ BEGIN
     IF pending IS NOT NULL AND pending <> chr(127) THEN
         PERFORM sessdb._release_id(pending);
     END IF;
-    PERFORM set_config('sessdb.pending_id', target, true);
-    PERFORM sessdb._event('session', jsonb_build_object('op', 'pending', 'id', target, 'delete', false));
+    ignored := set_config('sessdb.pending_id', target, true);
+    sent := sessdb._event(json_build_object('kind', 'session', 'op', 'pending', 'id', target, 'delete', false));
+    RETURN true;
 END $$;
+DROP FUNCTION IF EXISTS sessdb._set_session_id(text);  -- its earlier name, which answered nothing
 
 CREATE OR REPLACE FUNCTION sessdb._set_session_timeout(value text)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -177,12 +187,12 @@ BEGIN
         PERFORM sessdb._sd939(format('invalid setting %L for HTTP option ''SessionTimeout''', value),
                               'give minutes, more than 0 and at most 525600');
     END IF;
-    IF sessdb._request() IS NULL THEN
+    IF NOT sessdb._in_request() THEN
         PERFORM sessdb._sd939('SessionTimeout can only be set by a service request');
     END IF;
     PERFORM set_config('sessdb.session_timeout', minutes::text, true);
     PERFORM set_config('sessdb.mirror_stale', '1', true);  -- the request's bookkeeping writes the mirror row
-    PERFORM sessdb._event('session', jsonb_build_object('op', 'timeout', 'minutes', minutes));
+    PERFORM sessdb._event(json_build_object('kind', 'session', 'op', 'timeout', 'minutes', minutes));
 END $$;
 
 -- Bytes from PostgreSQL's strong random source: two version-4 UUIDs carry 244 random bits.
@@ -220,7 +230,7 @@ CREATE OR REPLACE FUNCTION sessdb.connection_property(name text, conn_id integer
 RETURNS text LANGUAGE plpgsql STABLE AS $$
 DECLARE
     target_pid integer := coalesce(conn_id, pg_backend_pid());
-    own boolean := target_pid = pg_backend_pid() AND sessdb._request() IS NOT NULL;
+    own boolean := target_pid = pg_backend_pid() AND sessdb._in_request();
     row record;
     prop text := lower(name);
     pending text := sessdb._setting('sessdb.pending_id');
