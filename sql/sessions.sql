@@ -177,6 +177,8 @@ CREATE OR REPLACE FUNCTION sessdb._set_session_timeout(value text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     minutes double precision;
+    ignored text;
+    sent boolean;
 BEGIN
     BEGIN
         minutes := value::double precision;
@@ -190,9 +192,9 @@ BEGIN
     IF NOT sessdb._in_request() THEN
         PERFORM sessdb._sd939('SessionTimeout can only be set by a service request');
     END IF;
-    PERFORM set_config('sessdb.session_timeout', minutes::text, true);
-    PERFORM set_config('sessdb.mirror_stale', '1', true);  -- the request's bookkeeping writes the mirror row
-    PERFORM sessdb._event(json_build_object('kind', 'session', 'op', 'timeout', 'minutes', minutes));
+    ignored := set_config('sessdb.session_timeout', minutes::text, true);
+    ignored := set_config('sessdb.mirror_stale', '1', true);  -- the request's bookkeeping writes the mirror row
+    sent := sessdb._event(json_build_object('kind', 'session', 'op', 'timeout', 'minutes', minutes));
 END $$;
 
 -- Bytes from PostgreSQL's strong random source: two version-4 UUIDs carry 244 random bits.
@@ -490,9 +492,9 @@ DROP FUNCTION IF EXISTS sessdb._reset_refused();
 -- creates a session (with an id and a slot of its own, in a lock class no engine uses), plans
 -- the batch of new sessions' rows with an empty one (the engine may write a batch on this
 -- connection once it holds a new session), and takes it all back: the subtransaction rolls
--- back and the advisory locks, which a rollback
--- keeps, are released. Nothing is left behind, and no other connection sees anything. It
--- waits at most a second for a lock (a migration's, say): a spare is not held up for it.
+-- back and the advisory locks, which a rollback keeps, are released. Nothing is left behind,
+-- and no other connection sees anything. It waits at most a second for a lock (a migration's,
+-- say): a spare is not held up for it.
 CREATE OR REPLACE FUNCTION sessdb._warm_up()
 RETURNS boolean LANGUAGE plpgsql SET lock_timeout = '1s' AS $$
 BEGIN

@@ -22,6 +22,15 @@ import pytest
 
 HANG_GUARD = 20.0  # seconds: only for something that, broken, never comes
 
+
+async def until(predicate, what: str = "the condition", timeout: float = HANG_GUARD) -> None:  # type: ignore[no-untyped-def]
+    """Wait for state that has no event of its own (engine state, a backend at a lock); the
+    deadline is a hang guard only (for something that, broken, never comes), never a bound on speed."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"never came: {what}"
+        await asyncio.sleep(0.01)
+
 _KEY = "hashtextextended('sessdb-test-gate:' || %(name)s, 0)"
 _WAITING = f"""
     SELECT count(*) FROM pg_locks

@@ -17,6 +17,7 @@ from sessdb.migrate import migrate
 from sessdb.web.app import make_app
 from tests.fix_app import SessdbTestServer, app_settings, assert_no_connection_leak, engine_of
 from tests.fix_db import make_data_dir
+from tests.fix_gate import until as _until
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +66,3 @@ async def test_engine_serves_on_after_postgresql_restarts() -> None:
     finally:
         cluster.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)

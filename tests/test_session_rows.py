@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -20,7 +19,7 @@ from sessdb.mirror import NewSessionRows
 from sessdb.session import Session
 from sessdb.sessions import wall_now
 from tests.fix_app import engine_of
-from tests.fix_gate import HANG_GUARD
+from tests.fix_gate import HANG_GUARD, until
 
 
 @pytest.fixture
@@ -51,14 +50,6 @@ def waiting_on_the_table(conn: psycopg.Connection, statement: str) -> list[int]:
     found = conn.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
                          " ORDER BY pid", [f"%{statement}%"]).fetchall()
     return [pid for (pid,) in found]
-
-
-async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Wait for state with no event of its own; the deadline only guards against a hang."""
-    deadline = time.monotonic() + HANG_GUARD
-    while not predicate():
-        assert time.monotonic() < deadline, f"never came: {what}"
-        await asyncio.sleep(0.01)
 
 
 async def creations_behind_a_held_batch(client, svcconn, sid: str, later_sids: list[str]):  # type: ignore[no-untyped-def]

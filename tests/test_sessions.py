@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import datetime
 
 import aiohttp
@@ -18,6 +17,7 @@ import pytest
 
 from sessdb import admin
 from tests.fix_app import engine_of
+from tests.fix_gate import until as _until
 
 
 async def call(client, op: str = "state", arg: str | None = None, arg2: str | None = None, *,  # type: ignore[no-untyped-def]
@@ -619,16 +619,6 @@ async def test_connection_variables(client) -> None:  # type: ignore[no-untyped-
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def _until(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait for engine state that has no event of its own; the deadline is a hang guard only
-    (for something that, broken, never comes), never a bound on speed."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def _until_registered(client, sid: str):  # type: ignore[no-untyped-def]
