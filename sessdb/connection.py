@@ -55,6 +55,11 @@ _WARM_UP = Step(b"SELECT sessdb._warm_up()")
 WARM_UP_ROUNDS = 3
 
 
+def _escape_option(value: str) -> str:
+    """A value for the startup packet's ``options``, where spaces separate arguments."""
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
 class Backend:
     """A psycopg connection plus what the engine knows of it (pid, who uses it)."""
 
@@ -71,14 +76,17 @@ class Backend:
         conn.adapters.register_dumper(str, StrDumper)
 
     @classmethod
-    async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10) -> Backend:
+    async def open(cls, dsn: str, *, app_name: str = APP_NAME, connect_timeout: int = 10,
+                   settings: tuple[tuple[str, str], ...] = ()) -> Backend:
         """Open a connection; raises ``psycopg.OperationalError`` when PostgreSQL is unreachable.
 
-        The handshake runs off the event loop (``sessdb.libpq.connect``), so opening
-        connections does not hold up the requests being served.
+        ``settings`` are more session defaults for it (name, value), which take precedence over
+        those of its database and role. The handshake runs off the event loop
+        (``sessdb.libpq.connect``), so opening connections does not hold up the requests being served.
         """
-        conninfo = make_conninfo(dsn, application_name=app_name, connect_timeout=connect_timeout,
-                                 options=f"-c search_path={SEARCH_PATH.replace(' ', '')}")
+        options = " ".join(f"-c {name}={_escape_option(value)}"
+                           for name, value in (("search_path", SEARCH_PATH.replace(" ", "")), *settings))
+        conninfo = make_conninfo(dsn, application_name=app_name, connect_timeout=connect_timeout, options=options)
         # no prepared statements of psycopg's own: a reset's DEALLOCATE ALL would pull them
         # from under it (the engine's pipelines keep theirs in Backend.wire.statements)
         conn = await libpq.connect(conninfo, autocommit=True, prepare_threshold=None, timeout=connect_timeout)

@@ -80,7 +80,7 @@ class Engine:
         self.pool = ConnectionPool(dsn, settings.pool_size, settings.session_reserve, warm_up=self._warm_up)
         self.catalog = Catalog(dsn, on_admin=self._on_admin)
         self.auth = Authenticator(dsn)
-        self.new_rows = NewSessionRows(self.engine_id, self._mirror)
+        self.new_rows = NewSessionRows(self.engine_id, dsn, self._mirror)
         self.sessions = SessionManager(queue_limit=settings.session_queue_limit,
                                        default_timeout=self.default_timeout,
                                        bind_ip=settings.session_bind_ip, on_closed=self._dispose,
@@ -101,6 +101,7 @@ class Engine:
         except psycopg.Error as exc:
             await self.pool.close()
             raise DatabaseError(f"cannot load the service catalog: {exc}") from None
+        await self.new_rows.open()
         self.sweeper.start()
         if self.settings.state_port is not None:
             from sessdb.stateserver.server import StateServer
@@ -139,6 +140,7 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._inline, return_exceptions=True)
         for session in self.sessions:
             await session.backend.close()
+        await self.new_rows.close()
         await self.pool.close()
         log.info("engine stopped")
 

@@ -291,7 +291,7 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Called by each session connection after each request (and with NULL when it leaves its session).
--- Its statements and _mirror_new_sessions' run on connections in their first few uses, where
+-- Its statements run on connections in their first few uses, where
 -- PostgreSQL would plan them anew at each of the first five runs (custom plans, for their
 -- parameters): a generic plan, made once per connection, serves them as well (a row by conn_id).
 -- The SET clause costs about 0.1 us a call; these functions change no setting it would undo.
@@ -316,7 +316,7 @@ BEGIN
 END $$;
 
 -- The rows of new sessions, written by the engine in batches after their creators' statements
--- (sessdb/mirror.py), as the engine whatever role the connection is left with: rows is a JSON
+-- (sessdb/mirror.py), on a connection of its own that runs nothing else: rows is a JSON
 -- array of [conn_id, session id, created, timeout minutes, client address]. Answers the rows'
 -- release time, as epoch seconds.
 CREATE OR REPLACE FUNCTION sessdb._mirror_new_sessions(engine text, rows text)
@@ -489,10 +489,9 @@ DROP FUNCTION IF EXISTS sessdb._reset_refused();
 -- Run on a connection opened ahead for new sessions (SESSION_RESERVE), before its first use:
 -- PostgreSQL compiles the PL/pgSQL functions and loads the catalog entries that creating a
 -- session needs, a millisecond or more of CPU that the first creation would pay otherwise. It
--- creates a session (with an id and a slot of its own, in a lock class no engine uses), plans
--- the batch of new sessions' rows with an empty one (the engine may write a batch on this
--- connection once it holds a new session), and takes it all back: the subtransaction rolls
--- back and the advisory locks, which a rollback keeps, are released. Nothing is left behind,
+-- creates a session (with an id and a slot of its own, in a lock class no engine uses) and
+-- takes it all back: the subtransaction rolls back and the advisory locks, which a rollback
+-- keeps, are released. Nothing is left behind,
 -- and no other connection sees anything. It waits at most a second for a lock (a migration's,
 -- say): a spare is not held up for it.
 CREATE OR REPLACE FUNCTION sessdb._warm_up()
@@ -507,7 +506,6 @@ BEGIN
         PERFORM set_config('sessdb.slots', '-1:1000000', true);
         PERFORM sessdb.sa_set_http_option('SessionID', 'sessdb-warm-up-' || pg_backend_pid());
         PERFORM sessdb._sync_from_request('', '');
-        PERFORM sessdb._mirror_new_sessions('', '[]');  -- a batch of new sessions' rows may come here
         PERFORM sessdb._raise('SD000', 'warmed up');
     EXCEPTION WHEN others OR query_canceled THEN
         NULL;

@@ -1,8 +1,9 @@
-"""New sessions' mirror rows, written in batches after their creators' statements (sessdb/mirror.py).
+"""New sessions' mirror rows, written in batches after their creators' statements, on the engine's
+own writer connection (sessdb/mirror.py).
 
 A test holds ``sessdb.http_sessions`` locked so that the batch out waits on it for as long as the
 test needs, and creations ending meanwhile queue for the next batch; reading the table is not
-blocked by that lock. Faults are real: the batch's statement is cancelled, its backend killed.
+blocked by that lock. Faults are real: the batch's statement is cancelled, the writer's backend killed.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ async def creations_behind_a_held_batch(client, svcconn, sid: str, later_sids: l
 
 async def batch_held_at_the_table(client, svcconn, sid: str, later_sid: str):  # type: ignore[no-untyped-def]
     """As ``creations_behind_a_held_batch`` with one later creator: (the first request, the later
-    one, the pid carrying the batch)."""
+    one, the pid writing the batch)."""
     first, (later,) = await creations_behind_a_held_batch(client, svcconn, sid, [later_sid])
-    (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
-    return first, later, carrier
+    (writer,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+    return first, later, writer
 
 
 async def test_creations_ending_meanwhile_share_one_batch_and_answer_after_their_rows(  # type: ignore[no-untyped-def]
@@ -99,8 +100,8 @@ async def test_a_cancelled_batch_falls_back_to_each_sessions_own_connection(  # 
         # before that of the first one's fallback: wait for it
         await until(lambda: len(waiting_on_the_table(svcconn, "_mirror_new_sessions")) == 1 or first.done(),
                     "a batch at the table")
-        (carrier,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
-        svcconn.execute("SELECT pg_cancel_backend(%s)", [carrier])
+        (writer,) = waiting_on_the_table(svcconn, "_mirror_new_sessions")
+        svcconn.execute("SELECT pg_cancel_backend(%s)", [writer])
         await until(lambda: len(waiting_on_the_table(svcconn, "_sync_session")) == fallen_back
                     or first.done(), f"{fallen_back} own-connection writes")
     await until(lambda: not waiting_on_the_table(svcconn, "_mirror_new_sessions"), "no batch left")
@@ -115,20 +116,47 @@ async def test_a_cancelled_batch_falls_back_to_each_sessions_own_connection(  # 
         assert json.loads(await resp.text())["sid"] == sid
 
 
-async def test_a_batch_whose_connection_is_killed_loses_only_that_session(  # type: ignore[no-untyped-def]
-        client, svcconn, table_lock) -> None:
+@pytest.mark.parametrize("ending", ["pg_terminate_backend", "sessdb.drop_connection"])
+async def test_a_batch_whose_writer_is_killed_falls_back_and_the_writer_is_opened_again(  # type: ignore[no-untyped-def]
+        client, svcconn, table_lock, ending) -> None:
     engine = engine_of(client)
-    first, later, carrier = await batch_held_at_the_table(client, svcconn, "R-k0", "R-k1")
-    svcconn.execute("SELECT pg_terminate_backend(%s)", [carrier])
-    status, text = await first
-    assert status == 503 and "connection was lost" in str(text)
-    assert engine.sessions.lookup("R-k0") is None
-    await until(lambda: later.done() or waiting_on_the_table(svcconn, "_mirror_new_sessions") not in ([], [carrier]),
-                "the next batch")
+    first, later, writer = await batch_held_at_the_table(client, svcconn, "R-k0", "R-k1")
+    assert writer == engine.new_rows.writer_pid, "batches run on the engine's own writer"
+    svcconn.execute(f"SELECT {ending}(%s)", [writer])
+    # the batch out falls back to its session's own connection, and so does the next one while
+    # the writer is opened again
+    await until(lambda: first.done() or len(waiting_on_the_table(svcconn, "_sync_session")) == 2, "two fallbacks")
     await table_lock.commit()
-    status, body = await later
+    answers = [await first, await later]
+    assert [status for status, _ in answers] == [200, 200], answers
+    assert rows(svcconn, "R-k0", "R-k1") == {body["sid"]: body["pid"] for _, body in answers}  # type: ignore[index]
+    await until(lambda: engine.new_rows.writer_pid not in (None, writer), "a new writer")
+    batches = engine.new_rows.batches
+    status, body = await create(client, "R-k2")
     assert status == 200, body
-    assert rows(svcconn, "R-k0", "R-k1") == {"R-k1": body["pid"]}  # type: ignore[index]
+    assert engine.new_rows.batches == batches + 1, "batches run on the new writer"
+    assert rows(svcconn, "R-k2") == {"R-k2": body["pid"]}  # type: ignore[index]
+
+
+async def test_without_a_writer_each_session_writes_its_own_row(dsn, svcconn, caplog) -> None:  # type: ignore[no-untyped-def]
+    backend = await Backend.open(dsn)
+    written: list[str] = []
+
+    async def write_one(session: Session) -> None:
+        written.append(session.id)
+
+    # nothing listens on port 1: the writer cannot be opened, at the start nor at the batch
+    new_rows = NewSessionRows("review-engine", "postgresql://sessdb@127.0.0.1:1/sessdb?connect_timeout=5", write_one)
+    try:
+        await new_rows.open()
+        assert new_rows.writer_pid is None
+        assert "cannot open the connection that writes new sessions' rows" in caplog.text
+        session = Session(id="W-1", backend=backend, created_at=wall_now(), timeout_minutes=30.0, creator_addr=None)
+        await asyncio.wait_for(new_rows.write(session), HANG_GUARD)
+        assert written == ["W-1"] and new_rows.batches == 0
+    finally:
+        await new_rows.close()
+        await backend.close()
 
 
 class HookedSession(Session):
@@ -150,7 +178,8 @@ async def test_a_creator_cancelled_just_after_being_handed_the_lead_does_not_wed
         async def write_one(session: Session) -> None:  # a failed batch's fallback: none fails here
             raise AssertionError(f"no batch should fail: {session.id}")
 
-        new_rows = NewSessionRows("review-engine", write_one)
+        new_rows = NewSessionRows("review-engine", dsn, write_one)
+        await new_rows.open()
         sessions = [HookedSession(id=f"H-{i}", backend=b, created_at=wall_now(), timeout_minutes=30.0,
                                   creator_addr=None) for i, b in enumerate(backends)]
         first = asyncio.ensure_future(new_rows.write(sessions[0]))
@@ -167,6 +196,7 @@ async def test_a_creator_cancelled_just_after_being_handed_the_lead_does_not_wed
         await asyncio.wait_for(behind, HANG_GUARD)
         await asyncio.wait_for(new_rows.write(sessions[3]), HANG_GUARD)
         assert set(rows(svcconn, "H-0", "H-2", "H-3")) == {"H-0", "H-2", "H-3"}
+        await new_rows.close()
     finally:
         for b in backends:
             await b.close()
@@ -190,19 +220,6 @@ async def test_a_creator_that_leaves_its_connection_read_only_answers_with_its_r
     pid = int(await resp.text())
     seen = svcconn.execute("SELECT connection_property('SessionID', %s)", [pid]).fetchone()
     assert seen == ("RO-1",), "another connection sees the session once its creator has answered (README)"
-
-
-async def test_an_admin_drop_of_the_batch_carrier_fails_only_its_creator(  # type: ignore[no-untyped-def]
-        client, svcconn, table_lock) -> None:
-    first, later, carrier = await batch_held_at_the_table(client, svcconn, "D-0", "D-1")
-    svcconn.execute("SELECT sessdb.drop_connection(%s)", [carrier])
-    await until(lambda: first.done() or len(waiting_on_the_table(svcconn, "_sync_session")) == 1, "fallback")
-    await table_lock.commit()
-    status, text = await first
-    assert status == 503, text
-    status, body = await later
-    assert status == 200, body
-    assert rows(svcconn, "D-1") == {"D-1": body["pid"]}  # type: ignore[index]
 
 
 async def test_a_creator_with_a_role_left_set_gets_its_row(client, svcconn) -> None:  # type: ignore[no-untyped-def]
