@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 
 import psycopg
@@ -56,8 +57,9 @@ WARM_UP_ROUNDS = 3
 
 
 def _escape_option(value: str) -> str:
-    """A value for the startup packet's ``options``, where spaces separate arguments."""
-    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+    """A value for the startup packet's ``options``, where whitespace separates arguments unless
+    a backslash escapes it (and a backslash is written as two)."""
+    return re.sub(r"([\\\s])", r"\\\1", value)
 
 
 class Backend:

@@ -23,7 +23,7 @@ import psycopg
 
 from sessdb.auth import Authenticator
 from sessdb.config import Settings
-from sessdb.connection import Backend
+from sessdb.connection import ENGINE_ROLE, Backend
 from sessdb.errors import DatabaseError, ServiceUnavailable
 from sessdb.execute import Outcome, Ticket, run_call
 from sessdb.mirror import NewSessionRows
@@ -36,6 +36,7 @@ from sessdb.sessions import SessionManager, wall_now
 from sessdb.sweeper import Sweeper
 from sessdb.web.inputs import COOKIELESS, HttpInput
 from sessdb.web.respond import ResponsePlan
+from sessdb.wire import Step
 
 log = logging.getLogger("sessdb.engine")
 
@@ -56,6 +57,13 @@ _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._w
 # requests' path, instead of making the first five creations on it pay for the planning.
 WARM_UP_REQUESTS = 6
 _FORGET_SESSION = b"SELECT sessdb._sync_session(NULL, '', NULL, NULL, NULL, NULL, NULL, NULL)"
+# A new session's row on its own connection (Engine._mirror), in a transaction block of its own:
+# read-write and read committed whatever defaults the session's statement left it (SET
+# default_transaction_read_only, a serializable default)
+_OWN_ROW_BEGIN = Step(b"BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
+_OWN_ROW_SQL = (b"SELECT sessdb._sync_session($1, $2, $3::timestamptz, nullif($4, '')::timestamptz, $5::float8,"
+                b" 'idle', 0, $6)")
+_COMMIT = Step(b"COMMIT")
 
 
 @dataclass
@@ -417,11 +425,21 @@ class Engine:
         return session
 
     async def _mirror(self, session: Session) -> None:
-        await _quietly(session.backend.conn.execute(
-            "SELECT sessdb._sync_session(%s, %s, %s, %s, %s, 'idle', 0, %s)",
-            [session.id, self.engine_id, session.created_at, session.last_time, session.timeout_minutes,
-             session.creator_addr or ""],
-        ))
+        """A new session's row, written on its own connection because its batch could not be
+        (``sessdb.mirror``); a failure leaves it to the session's next request."""
+        backend = session.backend
+        params = [session.id, self.engine_id, session.created_at.isoformat(),
+                  session.last_time.isoformat() if session.last_time else "", repr(session.timeout_minutes),
+                  session.creator_addr or ""]
+        try:
+            results = await backend.wire.run([_OWN_ROW_BEGIN, ENGINE_ROLE, Step(_OWN_ROW_SQL, params), _COMMIT])
+        except psycopg.Error as exc:
+            log.debug("writing the row of session %s on its own connection failed: %s", session.id, exc)
+            return
+        failed = next((e for e in map(backend.wire.error_of, results) if e is not None), None)
+        if failed is not None:
+            log.debug("writing the row of session %s on its own connection failed: %s", session.id, failed)
+            await backend.rollback_if_needed()
 
     def _dispose(self, session: Session) -> None:
         """A session timed out or was dropped: its connection is closed (SQL Anywhere, scenario 19)."""

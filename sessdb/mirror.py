@@ -21,8 +21,10 @@ rows mirror sessions whose connections a crash of PostgreSQL ends anyway.
 
 The creator answers, and lets the session serve its next request, only once the row is
 committed: a client that got its answer finds the session from any connection. When a batch
-fails (the writer was cancelled, killed or cannot be opened), each of its sessions writes its
-own row on its own connection instead, and the writer is opened again in the background.
+fails (the writer was cancelled or killed, or is not open), each of its sessions writes its own
+row on its own connection instead. A writer found lost is closed and another one opened in the
+background at once; should that fail, the next batches try again, at most once per interval
+(from half a second, doubling up to 30 seconds), and a warning is logged once per outage.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ log = logging.getLogger("sessdb.mirror")
 
 WRITER_APP_NAME = "sessdb-mirror"
 _WRITER_SETTINGS = (("default_transaction_isolation", "read committed"), ("default_transaction_read_only", "off"),
-                    ("synchronous_commit", "off"))
+                    ("synchronous_commit", "off"), ("statement_timeout", "0"))
+_RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds between attempts to open the writer, after a failed one
 
 # $1 the engine's id, $2 a JSON array of [pid, session id, created (ISO), timeout minutes,
 # client address]; answers when the rows got their release time (PostgreSQL's epoch)
@@ -66,6 +69,9 @@ class NewSessionRows:
         self._writer: Backend | None = None
         self._reopening: asyncio.Task[None] | None = None
         self._closed = False
+        self._failing = False  # the last attempt to open the writer failed
+        self._retry_delay = _RETRY_FIRST
+        self._retry_at = 0.0  # the event loop's time before which no attempt is made
 
     async def open(self) -> None:
         """Open the writer. Should it fail, sessions write their own rows until it is opened
@@ -148,30 +154,39 @@ class NewSessionRows:
                                 s.creator_addr or ""] for s in sessions if not s.backend.broken}
         if writer is None or not rows:
             return None
+        failed: object = None
         try:
             (res,) = await writer.wire.run([Step(_BATCH_SQL, [self.engine_id, json.dumps(list(rows.values()))])])
+            failed = writer.wire.error_of(res) or (None if res is not None and res.ntuples == 1 else "no answer")
         except psycopg.Error as exc:
-            log.debug("writing %d session rows on connection %s failed: %s", len(rows), writer.pid, exc)
-            return None
-        failed = writer.wire.error_of(res)
-        if failed is not None or res is None or res.ntuples != 1:
+            failed = exc
+        if failed is not None:
             log.debug("writing %d session rows on connection %s failed: %s", len(rows), writer.pid, failed)
+            if writer.broken:
+                log.info("the connection that writes new sessions' rows was lost; opening another")
+                await self._retire()
             return None
         self.batches += 1
         value = res.get_value(0, 0)
         return None if value is None else bytes(value).decode()
 
     async def _ready_writer(self) -> Backend | None:
-        """The writer when it can be used; else None, and it is being opened again."""
+        """The writer when it can be used; else None (see ``_retire``)."""
         writer = self._writer
         if writer is not None and not writer.broken:
             return writer
-        if writer is not None:
-            self._writer = None
-            await writer.close()
-        if self._reopening is None and not self._closed:
-            self._reopening = asyncio.get_running_loop().create_task(self._reopen(), name="sessdb-mirror-open")
+        await self._retire()
         return None
+
+    async def _retire(self) -> None:
+        """Close the writer, if any, and start opening another one unless one is being opened
+        or the last attempt failed less than the retry interval ago."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+        loop = asyncio.get_running_loop()
+        if self._reopening is None and not self._closed and loop.time() >= self._retry_at:
+            self._reopening = loop.create_task(self._reopen(), name="sessdb-mirror-open")
 
     async def _reopen(self) -> None:
         try:
@@ -184,12 +199,24 @@ class NewSessionRows:
             self._writer = writer
 
     async def _open_writer(self) -> Backend | None:
+        """A new writer, or None after a failed attempt (which sets when to try again)."""
         try:
-            return await Backend.open(self.dsn, app_name=WRITER_APP_NAME, settings=_WRITER_SETTINGS)
+            writer = await Backend.open(self.dsn, app_name=WRITER_APP_NAME, settings=_WRITER_SETTINGS)
         except psycopg.Error as exc:
-            log.warning("cannot open the connection that writes new sessions' rows (each writes its own): %s",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not self._failing:
+                log.warning("cannot open the connection that writes new sessions' rows (each session writes its "
+                            "own meanwhile): %s", reason)
+            else:
+                log.debug("still cannot open the connection that writes new sessions' rows: %s", reason)
+            self._failing = True
+            self._retry_at = asyncio.get_running_loop().time() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
             return None
+        if self._failing:
+            log.info("the connection that writes new sessions' rows is open again")
+        self._failing, self._retry_delay, self._retry_at = False, _RETRY_FIRST, 0.0
+        return writer
 
     async def _settle(self, session: Session, at: str | None) -> None:
         if at is not None:

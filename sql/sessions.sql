@@ -316,7 +316,8 @@ BEGIN
 END $$;
 
 -- The rows of new sessions, written by the engine in batches after their creators' statements
--- (sessdb/mirror.py), on a connection of its own that runs nothing else: rows is a JSON
+-- (sessdb/mirror.py), on a connection of its own that runs nothing else, planned generically from
+-- its first call like sessdb._sync_session (a row by conn_id): rows is a JSON
 -- array of [conn_id, session id, created, timeout minutes, client address]. Answers the rows'
 -- release time, as epoch seconds.
 CREATE OR REPLACE FUNCTION sessdb._mirror_new_sessions(engine text, rows text)

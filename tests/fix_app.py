@@ -61,26 +61,29 @@ async def make_client(dsn: str) -> AsyncIterator:
 
 async def assert_no_connection_leak(dsn: str, engines: list, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
     """The engines' connections in pg_stat_activity are exactly their pools and live sessions, and
-    each pool holds its size and at most its reserve more.
+    each pool holds its size and at most its reserve more; their mirror writers are one each.
 
     Connections are replaced and reset in the background, so the count is polled until it
     settles or the deadline passes (there is no event to await for another process's view).
     """
-    query = ("SELECT count(*) FROM pg_stat_activity "
-             "WHERE application_name = 'sessdb' AND datname = current_database()")
+    query = ("SELECT count(*) FILTER (WHERE application_name = 'sessdb'), "
+             "count(*) FILTER (WHERE application_name = 'sessdb-mirror') "
+             "FROM pg_stat_activity WHERE datname = current_database()")
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while True:
             pools = [len(e.pool.backends) for e in engines]
             expected = sum(pools) + sum(len(e.sessions) for e in engines)
-            found = (await (await conn.execute(query)).fetchone())[0]  # type: ignore[index]
+            writers = sum(e.new_rows.writer_pid is not None for e in engines)  # each engine's mirror writer
+            found, found_writers = await (await conn.execute(query)).fetchone()  # type: ignore[misc]
             whole = all(e.pool.size <= n <= e.pool.target for e, n in zip(engines, pools, strict=True))
-            if found == expected and whole:
+            if found == expected and found_writers == writers and whole:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"connection leak: {found} engine connections, expected {expected} "
                                      f"(pools {pools} of sizes {[e.pool.size for e in engines]} and reserves "
-                                     f"{[e.pool.reserve for e in engines]}, plus live sessions)")
+                                     f"{[e.pool.reserve for e in engines]}, plus live sessions); "
+                                     f"{found_writers} mirror writers, expected {writers}")
             await asyncio.sleep(0.05)
 
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from sessdb.connection import Backend
@@ -174,11 +175,12 @@ class HookedSession(Session):
 async def test_a_creator_cancelled_just_after_being_handed_the_lead_does_not_wedge_the_batches(  # type: ignore[no-untyped-def]
         dsn, svcconn, table_lock) -> None:
     backends = [await Backend.open(dsn) for _ in range(4)]
-    try:
-        async def write_one(session: Session) -> None:  # a failed batch's fallback: none fails here
-            raise AssertionError(f"no batch should fail: {session.id}")
 
-        new_rows = NewSessionRows("review-engine", dsn, write_one)
+    async def write_one(session: Session) -> None:  # a failed batch's fallback: none fails here
+        raise AssertionError(f"no batch should fail: {session.id}")
+
+    new_rows = NewSessionRows("review-engine", dsn, write_one)
+    try:
         await new_rows.open()
         sessions = [HookedSession(id=f"H-{i}", backend=b, created_at=wall_now(), timeout_minutes=30.0,
                                   creator_addr=None) for i, b in enumerate(backends)]
@@ -196,15 +198,24 @@ async def test_a_creator_cancelled_just_after_being_handed_the_lead_does_not_wed
         await asyncio.wait_for(behind, HANG_GUARD)
         await asyncio.wait_for(new_rows.write(sessions[3]), HANG_GUARD)
         assert set(rows(svcconn, "H-0", "H-2", "H-3")) == {"H-0", "H-2", "H-3"}
-        await new_rows.close()
     finally:
+        await new_rows.close()
         for b in backends:
             await b.close()
         svcconn.execute("DELETE FROM sessdb.http_sessions WHERE engine_id = 'review-engine'")
 
 
+async def without_the_writer(client, writer: str) -> None:  # type: ignore[no-untyped-def]
+    """With ``writer`` 'closed', the engine's writer is closed for good: each new session writes
+    its own row (``Engine._mirror``), as while the writer is down."""
+    if writer == "closed":
+        await engine_of(client).new_rows.close()
+
+
+@pytest.mark.parametrize("writer", ["open", "closed"])
 async def test_a_creator_that_leaves_its_connection_read_only_answers_with_its_row(  # type: ignore[no-untyped-def]
-        client, svcconn) -> None:
+        client, svcconn, writer) -> None:
+    await without_the_writer(client, writer)
     svcconn.execute("""
         CREATE OR REPLACE FUNCTION public.review_ro(arg text) RETURNS text LANGUAGE plpgsql AS $$
         BEGIN
@@ -222,10 +233,56 @@ async def test_a_creator_that_leaves_its_connection_read_only_answers_with_its_r
     assert seen == ("RO-1",), "another connection sees the session once its creator has answered (README)"
 
 
-async def test_a_creator_with_a_role_left_set_gets_its_row(client, svcconn) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("writer", ["open", "closed"])
+async def test_a_creator_with_a_role_left_set_gets_its_row(client, svcconn, writer) -> None:  # type: ignore[no-untyped-def]
+    await without_the_writer(client, writer)
     svcconn.execute("DO $$ BEGIN CREATE ROLE review_nobody; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     svcconn.execute("GRANT USAGE ON SCHEMA sessdb TO review_nobody")
     resp = await client.get("/sess", params={"op": "set,role", "arg": "RR-1", "arg2": "review_nobody"})
     body = json.loads(await resp.text())
     assert resp.status == 200 and body["role"] == "review_nobody"
     assert svcconn.execute("SELECT connection_property('SessionID', %s)", [body["pid"]]).fetchone() == ("RR-1",)
+
+
+async def test_a_creator_whose_connection_is_killed_while_writing_its_own_row_answers_503(  # type: ignore[no-untyped-def]
+        client, svcconn, table_lock) -> None:
+    engine = engine_of(client)
+    await without_the_writer(client, "closed")
+    creator = asyncio.ensure_future(create(client, "R-own"))
+    await until(lambda: creator.done() or waiting_on_the_table(svcconn, "_sync_session"), "its own row at the table")
+    (pid,) = waiting_on_the_table(svcconn, "_sync_session")
+    svcconn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    status, text = await creator
+    assert status == 503 and "connection was lost" in str(text)
+    assert engine.sessions.lookup("R-own") is None
+    assert rows(svcconn, "R-own") == {}
+
+
+async def test_the_writer_is_read_write_and_read_committed_whatever_the_database_says(  # type: ignore[no-untyped-def]
+        dsn, svcconn) -> None:
+    backend = await Backend.open(dsn)
+    written: list[str] = []
+
+    async def write_one(session: Session) -> None:
+        written.append(session.id)
+
+    new_rows = NewSessionRows("review-engine", dsn, write_one)
+    database = svcconn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    quoted = psycopg.sql.Identifier(database).as_string(svcconn)
+    svcconn.execute(f"ALTER DATABASE {quoted} SET default_transaction_read_only = on")
+    svcconn.execute(f"ALTER DATABASE {quoted} SET default_transaction_isolation = serializable")
+    try:
+        await new_rows.open()
+    finally:
+        svcconn.execute(f"ALTER DATABASE {quoted} RESET default_transaction_read_only")
+        svcconn.execute(f"ALTER DATABASE {quoted} RESET default_transaction_isolation")
+    try:
+        assert new_rows.writer_pid is not None
+        session = Session(id="W-rw", backend=backend, created_at=wall_now(), timeout_minutes=30.0, creator_addr=None)
+        await asyncio.wait_for(new_rows.write(session), HANG_GUARD)
+        assert written == [] and new_rows.batches == 1
+        assert rows(svcconn, "W-rw") == {"W-rw": backend.pid}
+    finally:
+        await new_rows.close()
+        await backend.close()
+        svcconn.execute("DELETE FROM sessdb.http_sessions WHERE engine_id = 'review-engine'")
