@@ -55,6 +55,9 @@ _WARM_UP = Step(b"SELECT sessdb._warm_up()")
 # (each round costs it about 0.3 ms more, when the spare is opened, off the requests' path)
 WARM_UP_ROUNDS = 3
 
+# a cancel is sent again after this many seconds while the call still runs, then twice as long each time
+_CANCEL_AGAIN_FIRST, _CANCEL_AGAIN_MAX = 0.005, 0.5
+
 
 def _escape_option(value: str) -> str:
     """A value for the startup packet's ``options``, where whitespace separates arguments unless
@@ -71,6 +74,8 @@ class Backend:
         self.login: str = conn.info.user  # the role it logged in as
         self.on_notice: NoticeHandler | None = None
         self.cancelling: asyncio.Task[None] | None = None
+        self._sending_cancel = False  # a cancel request is on its way to PostgreSQL
+        self.cancels_sent = 0  # cancel requests delivered (for tests)
         self.running = False  # a request's statement is on the wire (see execute.run_call)
         self.wire = Wire(conn)  # the request pipelines and prepared statements (see execute.run_call)
         conn.add_notice_handler(self._notice)
@@ -200,20 +205,46 @@ class Backend:
                 await self._conn.cancel_safe(timeout=5)
 
     def cancel_soon(self) -> None:
-        """Start a cancel; ``settle_cancel`` waits for it before the next statement.
+        """Start cancelling the call on the wire; ``settle_cancel`` waits for it before the next statement.
+
+        PostgreSQL ignores a cancel that reaches a backend waiting for a command, which it is
+        until it has begun to read the request's pipeline (and, on a busy machine, for a while
+        after the pipeline was sent): the statement would then run to its end. So the cancel is
+        sent again, at growing intervals, for as long as the call runs (``running``).
 
         PostgreSQL cancels whatever runs when the request arrives, so a cancel meant for a
         statement that has just finished must not reach the next one: the backend is kept
         idle (where a cancel is ignored) until the cancel has been delivered.
         """
         if self.cancelling is None or self.cancelling.done():
-            self.cancelling = asyncio.get_running_loop().create_task(self.cancel(), name="sessdb-cancel")
+            self.cancelling = asyncio.get_running_loop().create_task(self._cancel_while_running(),
+                                                                     name="sessdb-cancel")
+
+    async def _cancel_while_running(self) -> None:
+        delay = _CANCEL_AGAIN_FIRST
+        while True:
+            self._sending_cancel = True
+            try:
+                await self.cancel()
+            finally:
+                self._sending_cancel = False
+            self.cancels_sent += 1
+            if not self.running or self.broken:
+                return
+            await asyncio.sleep(delay)  # settle_cancel ends the wait (no cancel is on its way then)
+            if not self.running or self.broken:
+                return
+            delay = min(delay * 2, _CANCEL_AGAIN_MAX)
 
     async def settle_cancel(self) -> None:
-        """Wait for a cancel started by ``cancel_soon``, if any."""
-        if self.cancelling is not None:
-            await asyncio.shield(self.cancelling)
-            self.cancelling = None
+        """Wait until no cancel started by ``cancel_soon`` can still reach the backend."""
+        task = self.cancelling
+        if task is None:
+            return
+        if not task.done() and not self._sending_cancel:
+            task.cancel()  # it waits to send the cancel again: none is on its way
+        await asyncio.wait([task])  # the caller may be cancelled meanwhile; the task goes on
+        self.cancelling = None
 
     async def close(self) -> None:
         """Close the connection; never raises."""

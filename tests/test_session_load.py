@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from sessdb.web.app import make_app
 from sessdb.config import Settings
 from tests.fix_app import SessdbTestServer, engine_of
 from tests.fix_db import tcp_host
+from tests.fix_gate import until
 from tests.web_helpers import ServiceMaker, services, unique  # noqa: F401  (fixture)
 
 SESSIONS = 200
@@ -405,6 +408,46 @@ async def test_a_request_whose_client_left_during_an_earlier_cancel_is_cancelled
         await _both_cancelled(rig.client, rig.name, rig.sid, rig.key, svcconn, rig.proxy)
         marks = svcconn.execute(f"SELECT count(*) FROM public.{rig.fn}_marks").fetchone()
         assert marks == (0,), "B's write committed although its client had left"
+
+
+async def test_a_cancel_that_reaches_the_backend_before_it_reads_the_request_is_sent_again(  # type: ignore[no-untyped-def]
+        client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:  # noqa: F811
+    """A request's client leaves while its session's backend is stopped (SIGSTOP) with the
+    request's pipeline unread in its socket. The engine's cancel reaches the backend while it
+    still waits for a command, where PostgreSQL ignores a cancel; it then reads the pipeline. Only
+    a cancel sent again stops the statement (a 5 s sleep, then a write), so that nothing commits."""
+    if os.environ.get("SESSDB_TEST_DSN"):
+        pytest.skip("stops a backend of the embedded cluster, which runs on this machine")
+    fn = unique("early")
+    svcconn.execute(STRAY_FUNCTION.format(fn=fn))
+    try:
+        name = await services.create(client, "RAW", f"SELECT public.{fn}(:op, :sid, :key, :nap)")
+        sid = unique("early-")
+        resp = await client.get(f"/{name}", params={"op": "new", "sid": sid})
+        assert resp.status == 200, await resp.text()
+        pid = int((await resp.text()).split(":")[1])
+        session = engine_of(client).sessions.lookup(sid)
+        assert session is not None
+        backend = session.backend
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except PermissionError:
+            pytest.skip("may not stop PostgreSQL's backends (run the tests as root or as their user)")
+        try:
+            writer = await _send(client, name, op="mark", sessionid=sid, key=1, nap=DOOMED_NAP)
+            await until(lambda: backend.running, "the request's pipeline sent")
+            writer.transport.abort()
+            await until(lambda: backend.cancels_sent >= 1, "a cancel delivered to the stopped backend")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await until(lambda: not session.busy, "the request over")
+        marks = svcconn.execute(f"SELECT count(*) FROM public.{fn}_marks").fetchone()
+        assert marks == (0,), "the write committed although the client had left before it ran"
+        resp = await client.get(f"/{name}", params={"op": "sleep", "sessionid": sid, "nap": 0})
+        assert (resp.status, await resp.text()) == (200, "slept"), "the session serves on"
+    finally:
+        svcconn.execute(f"DROP FUNCTION IF EXISTS public.{fn}(text, text, text, text)")
+        svcconn.execute(f"DROP TABLE IF EXISTS public.{fn}_marks")
 
 
 async def _send(client: TestClient, name: str, **query: object) -> asyncio.StreamWriter:
