@@ -75,7 +75,7 @@ class Backend:
         self.on_notice: NoticeHandler | None = None
         self.cancelling: asyncio.Task[None] | None = None
         self._sending_cancel = False  # a cancel request is on its way to PostgreSQL
-        self.cancels_sent = 0  # cancel requests delivered (for tests)
+        self.cancels_sent = 0  # cancel requests sent, or attempted (for tests)
         self.running = False  # a request's statement is on the wire (see execute.run_call)
         self.wire = Wire(conn)  # the request pipelines and prepared statements (see execute.run_call)
         conn.add_notice_handler(self._notice)
@@ -241,10 +241,12 @@ class Backend:
         task = self.cancelling
         if task is None:
             return
-        if not task.done() and not self._sending_cancel:
-            task.cancel()  # it waits to send the cancel again: none is on its way
-        await asyncio.wait([task])  # the caller may be cancelled meanwhile; the task goes on
-        self.cancelling = None
+        if not task.done():
+            if not self._sending_cancel:
+                task.cancel()  # it waits to send the cancel again: none is on its way
+            await asyncio.wait([task])  # the caller may be cancelled meanwhile; the task goes on
+        if self.cancelling is task:  # not one started meanwhile
+            self.cancelling = None
 
     async def close(self) -> None:
         """Close the connection; never raises."""

@@ -127,10 +127,10 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     finally:
         backend.running = False
         backend.on_notice = None
+    await backend.settle_cancel()  # a late cancel must not hit the COMMIT or the rollback below
     if outcome.committed and backend.status == TransactionStatus.INTRANS:
         await _commit_left_open(backend, outcome)
     if not outcome.committed:
-        await backend.settle_cancel()  # a late cancel must not hit the rollback
         await backend.rollback_if_needed()
     return outcome
 

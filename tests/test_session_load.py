@@ -429,6 +429,7 @@ async def test_a_cancel_that_reaches_the_backend_before_it_reads_the_request_is_
         session = engine_of(client).sessions.lookup(sid)
         assert session is not None
         backend = session.backend
+        assert backend.pid == pid, "the backend to stop is the session's"
         try:
             os.kill(pid, signal.SIGSTOP)
         except PermissionError:
