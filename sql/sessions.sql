@@ -291,10 +291,10 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Called by each session connection after each request (and with NULL when it leaves its session).
--- Its statements run on connections in their first few uses, where
--- PostgreSQL would plan them anew at each of the first five runs (custom plans, for their
--- parameters): a generic plan, made once per connection, serves them as well (a row by conn_id).
--- The SET clause costs about 0.1 us a call; these functions change no setting it would undo.
+-- Its statements run on connections in their first few uses, where PostgreSQL would plan them
+-- anew at each of the first five runs (custom plans, for their parameters): a generic plan, made
+-- once per connection, serves them as well (a row by conn_id). The SET clause costs about 0.1 us
+-- a call; this function and _mirror_new_sessions change no setting it would undo.
 CREATE OR REPLACE FUNCTION sessdb._sync_session(id text, engine text, created timestamptz, last timestamptz,
                                                 timeout double precision, state text, waiting integer, addr text)
 RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
@@ -492,9 +492,8 @@ DROP FUNCTION IF EXISTS sessdb._reset_refused();
 -- session needs, a millisecond or more of CPU that the first creation would pay otherwise. It
 -- creates a session (with an id and a slot of its own, in a lock class no engine uses) and
 -- takes it all back: the subtransaction rolls back and the advisory locks, which a rollback
--- keeps, are released. Nothing is left behind,
--- and no other connection sees anything. It waits at most a second for a lock (a migration's,
--- say): a spare is not held up for it.
+-- keeps, are released. Nothing is left behind, and no other connection sees anything. It
+-- waits at most a second for a lock (a migration's, say): a spare is not held up for it.
 CREATE OR REPLACE FUNCTION sessdb._warm_up()
 RETURNS boolean LANGUAGE plpgsql SET lock_timeout = '1s' AS $$
 BEGIN
