@@ -175,6 +175,71 @@ async def test_a_commit_that_fails_answers_its_error(make_client, services: Serv
         svcconn.execute(f"DROP TABLE public.{parent}")
 
 
+async def test_a_session_requests_deferred_triggers_fire_as_its_role_and_a_failing_commit_answers_its_error(
+        make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
+    # no step of the engine's own runs between a session request's statement and its bookkeeping:
+    # its deferred triggers fire at the commit, or in the bookkeeping when that writes the
+    # session's row (here: the statement set a SessionTimeout), as the request's role either way;
+    # a failing commit answers its error in both cases, and the session serves on
+    parent, note, add, role = unique("parent"), unique("note"), unique("add"), unique("deferred_role")
+    svcconn.execute(f"CREATE ROLE {role} NOLOGIN")
+    svcconn.execute(f"GRANT USAGE ON SCHEMA sessdb TO {role}")
+    svcconn.execute(f"CREATE TABLE public.{parent} (id int PRIMARY KEY)")
+    svcconn.execute(f"GRANT ALL ON public.{parent} TO PUBLIC")
+    svcconn.execute(f"ALTER TABLE public.{table} ADD COLUMN parent int REFERENCES public.{parent} (id) "
+                    "DEFERRABLE INITIALLY DEFERRED")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{note}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.{table} (v) VALUES (current_user || ' ' || current_setting('request.path', true));
+            RETURN NULL;
+        END $$""")
+    svcconn.execute(f"CREATE CONSTRAINT TRIGGER note AFTER INSERT ON public.{parent} DEFERRABLE INITIALLY DEFERRED "
+                    f"FOR EACH ROW EXECUTE FUNCTION public.{note}()")
+    svcconn.execute(f"""
+        CREATE FUNCTION public.{add}(sid text, n int, parent int, minutes text) RETURNS text LANGUAGE plpgsql AS $$
+        BEGIN
+            IF sid IS NOT NULL THEN
+                PERFORM sa_set_http_option('SessionID', sid);
+            END IF;
+            IF n IS NOT NULL THEN
+                INSERT INTO public.{parent} VALUES (n);
+            END IF;
+            IF parent IS NOT NULL THEN
+                INSERT INTO public.{table} (v, parent) VALUES ('orphan', parent);
+            END IF;
+            IF minutes IS NOT NULL THEN
+                PERFORM sa_set_http_option('SessionTimeout', minutes);
+            END IF;
+            RETURN 'done';
+        END $$""")
+    try:
+        client = await make_client(pool_size=1)
+        name = await services.create(client, "RAW", f"SELECT public.{add}(:sid, cast(:n AS int), "
+                                                    "cast(:parent AS int), :minutes)", user_name=role)
+
+        async def request(**params: str) -> tuple[int, str]:
+            resp = await client.get(f"/{name}", params=params)
+            return resp.status, await resp.text()
+
+        assert await request(sid="DEF-1") == (200, "done")
+        assert await request(sessionid="DEF-1", n="1") == (200, "done")  # fires at the commit
+        assert await request(sessionid="DEF-1", n="2", minutes="7") == (200, "done")  # in the bookkeeping
+        for minutes in ([], ["7"], []):
+            status, text = await request(sessionid="DEF-1", parent="42", **dict(zip(["minutes"], minutes)))
+            assert status == 500 and "23503" in text, text
+        assert await request(sessionid="DEF-1", n="3") == (200, "done")
+        seen = svcconn.execute(f"SELECT v FROM public.{table} ORDER BY id").fetchall()
+        assert seen == [(f"{role} /{name}",)] * 3
+    finally:
+        svcconn.execute(f"DROP TABLE public.{table}")
+        svcconn.execute(f"DROP TABLE public.{parent}")
+        svcconn.execute(f"DROP FUNCTION public.{add}(text, int, int, text)")
+        svcconn.execute(f"DROP FUNCTION public.{note}()")
+        svcconn.execute(f"DROP OWNED BY {role}")
+        svcconn.execute(f"DROP ROLE {role}")
+
+
 async def test_deferred_triggers_see_the_request_and_the_connection_is_still_reset(
         make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
     # a sessionless request's deferred constraints are checked right after its statement, with
