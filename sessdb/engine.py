@@ -42,13 +42,11 @@ log = logging.getLogger("sessdb.engine")
 
 # A session request writes the mirror row when it was last written MIRROR_SLACK seconds ago or
 # more ($3, PostgreSQL's epoch; '': write it), or its statement changed the session (a pending id
-# or delete, a new timeout). It answers when it wrote it (epoch), else NULL. The pipeline has no
-# steps of the engine's own before this one (a request's role, timeout and deferred triggers are
-# as its statement left them): sessdb._sync_session_row sees to them, and only when it writes.
+# or delete, a new timeout). It answers when it wrote it (epoch), else NULL.
 _SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= nullif($3, '')::float8 + "
              f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
-             " THEN sessdb._sync_session_row($1, $2) END")
+             " THEN (SELECT extract(epoch FROM clock_timestamp())::text FROM sessdb._sync_from_request($1, $2)) END")
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._warm_up)
 # PostgreSQL plans a prepared statement with parameters anew at each of its first five runs on a
 # connection (custom plans), and from the sixth on uses one generic plan when that costs no more,
@@ -304,12 +302,10 @@ class Engine:
             elif kind == "session":
                 self.sessions.apply_event(run, backend, event)
 
-        # a session request's bookkeeping sees to the role and the deferred triggers itself
-        # (sessdb._sync_session_row), and only when it writes the row
         return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
                               before_commit=_bookkeeping(self.engine_id, run.peer, mirror_written),
-                              end_request=mirror_written is None, as_engine=mirror_written is None)
+                              end_request=mirror_written is None)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)

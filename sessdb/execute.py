@@ -93,16 +93,13 @@ _READ_PGRST = "SELECT current_setting('response.headers', true), current_setting
 
 async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *, on_event: EventHandler | None = None,
                    statement_timeout_ms: int | None = None, extra_settings: list[tuple[str, str]] | None = None,
-                   before_commit: tuple[str, list[Any]] | None = None, end_request: bool = False,
-                   as_engine: bool = True) -> Outcome:
+                   before_commit: tuple[str, list[Any]] | None = None, end_request: bool = False) -> Outcome:
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
 
     ``extra_settings`` are more transaction-local settings; ``before_commit`` is a select list
     (text with ``$n`` placeholders, possibly empty, and params) evaluated after the service statement, inside its
     transaction, as the engine's role. ``end_request`` resets a sessionless connection in the
-    same round trip (``Outcome.clean``). With ``as_engine`` False the select list runs as the
-    statement left the transaction (its role and statement timeout, its deferred constraints
-    not yet checked): what it calls sees to those itself (``sessdb._sync_session_row``).
+    same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
     (``psycopg.OperationalError``) are returned the same way; the caller checks
     ``backend.broken``. Cancellation propagates (the caller cancels the statement first).
@@ -114,7 +111,7 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
         return outcome
     backend.on_notice = _notice_router(on_event) if on_event else None
     reset_as = backend.login if end_request else None
-    steps = _steps(call, statement_timeout_ms, extra_settings or [], before_commit, reset_as, as_engine)
+    steps = _steps(call, statement_timeout_ms, extra_settings or [], before_commit, reset_as)
     backend.running = True
     try:
         for attempt in (1, 2):
@@ -148,22 +145,16 @@ async def _commit_left_open(backend: Backend, outcome: Outcome) -> None:
 
 
 def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
-           before_commit: tuple[str, list[Any]] | None, reset_as: str | None, as_engine: bool = True) -> list[Step]:
+           before_commit: tuple[str, list[Any]] | None, reset_as: str | None) -> list[Step]:
     """The request's pipeline: settings, statement, pgrst read; for a sessionless request, the
     read ends with the reset of the connection (``sessdb._end_pooled``).
 
-    ``reset_as`` is the engine's login role, given when the connection is to be reset. Unless
-    ``as_engine`` is False, the deferred constraints are checked and the engine's role and no
-    statement timeout restored before the last step.
+    ``reset_as`` is the engine's login role, given when the connection is to be reset.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
     steps = [Step(settings_sql, settings_values), Step(call.sql.encode(), call.params)]
     if before_commit is None:
         steps.append(_READ_PGRST_STEP)
-        return steps
-    if not as_engine:
-        select, params = before_commit
-        steps.append(Step(_tail_sql(select, 0), params))
         return steps
     # deferred constraints are checked now, as at the commit (the request's settings, role and
     # timeout), so that the bookkeeping and the reset see what their triggers did

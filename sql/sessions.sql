@@ -440,20 +440,7 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
--- A session request's bookkeeping, the last value of its last statement when its row is due
--- (see the engine's _SYNC_SQL). Nothing of the engine's runs between the request's statement and
--- this call, so it fires the request's deferred triggers first, as the request's role, then
--- writes the row as the engine. Answers when the row got its release time (PostgreSQL's epoch).
-CREATE OR REPLACE FUNCTION sessdb._sync_session_row(engine text, addr text)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    ignored text;
-BEGIN
-    SET CONSTRAINTS ALL IMMEDIATE;
-    ignored := set_config('role', 'none', true);
-    PERFORM sessdb._sync_from_request(engine, addr);
-    RETURN extract(epoch FROM clock_timestamp())::text;
-END $$;
+DROP FUNCTION IF EXISTS sessdb._sync_session_row(text, text);  -- d2b1a8b's, reverted
 
 -- A sessionless request ends with sessdb._end_pooled, the last value of its last statement, in
 -- the request's own transaction and round trip: it forgets everything the request left on the

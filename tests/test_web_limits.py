@@ -177,10 +177,10 @@ async def test_a_commit_that_fails_answers_its_error(make_client, services: Serv
 
 async def test_a_session_requests_deferred_triggers_fire_as_its_role_and_a_failing_commit_answers_its_error(
         make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
-    # no step of the engine's own runs between a session request's statement and its bookkeeping:
-    # its deferred triggers fire at the commit, or in the bookkeeping when that writes the
-    # session's row (here: the statement set a SessionTimeout), as the request's role either way;
-    # a failing commit answers its error in both cases, and the session serves on
+    # a session request's deferred triggers fire right after its statement, as its role and with
+    # its settings, whether or not the engine's bookkeeping then writes the session's row (here
+    # it does when the statement set a SessionTimeout); a failing check answers its error, and
+    # the session serves on
     parent, note, add, role = unique("parent"), unique("note"), unique("add"), unique("deferred_role")
     svcconn.execute(f"CREATE ROLE {role} NOLOGIN")
     svcconn.execute(f"GRANT USAGE ON SCHEMA sessdb TO {role}")
@@ -223,8 +223,8 @@ async def test_a_session_requests_deferred_triggers_fire_as_its_role_and_a_faili
             return resp.status, await resp.text()
 
         assert await request(sid="DEF-1") == (200, "done")
-        assert await request(sessionid="DEF-1", n="1") == (200, "done")  # fires at the commit
-        assert await request(sessionid="DEF-1", n="2", minutes="7") == (200, "done")  # in the bookkeeping
+        assert await request(sessionid="DEF-1", n="1") == (200, "done")
+        assert await request(sessionid="DEF-1", n="2", minutes="7") == (200, "done")  # the row is written
         for minutes in ([], ["7"], []):
             status, text = await request(sessionid="DEF-1", parent="42", **dict(zip(["minutes"], minutes)))
             assert status == 500 and "23503" in text, text
