@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from sessdb.errors import DatabaseError, SessdbError
+from sessdb.errors import DatabaseError, SessdbError, first_line
 
 _SESSIONS = """
 SELECT s.conn_id, s.session_id, s.created_at AS created,
@@ -28,7 +28,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
+        raise DatabaseError(f"cannot reach PostgreSQL: {first_line(exc)}") from None
 
 
 def list_sessions(dsn: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sessdb.errors import ConfigError
+from sessdb.errors import ConfigError, first_line
 
 ENV_PREFIX = "SESSDB_"
 
@@ -36,7 +36,7 @@ def _dsn(value: str) -> str | None:
     try:
         conninfo_to_dict(value)
     except Exception as exc:
-        raise ValueError(f"not a libpq connection string or URL: {str(exc).strip().splitlines()[0]}") from None
+        raise ValueError(f"not a libpq connection string or URL: {first_line(exc)}") from None
     return value
 
 

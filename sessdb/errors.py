@@ -7,6 +7,13 @@ gives 2); the web layer turns them into statuses in one table.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (PostgreSQL's are often several), or its class
+    name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class SessdbError(Exception):
     """Base of every error sessdb raises on purpose; its message is meant for a user."""
 

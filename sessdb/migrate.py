@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from sessdb.errors import DatabaseError
+from sessdb.errors import DatabaseError, first_line
 
 log = logging.getLogger("sessdb.sql")
 
@@ -85,11 +85,6 @@ def migrate(dsn: str) -> None:
             finally:
                 lock_conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot reach PostgreSQL: {_first_line(exc)}") from None
+        raise DatabaseError(f"cannot reach PostgreSQL: {first_line(exc)}") from None
     except psycopg.Error as exc:
-        raise DatabaseError(f"migration failed: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise DatabaseError(f"migration failed: {first_line(exc)}") from None

@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 
 from sessdb.connection import Backend
+from sessdb.errors import first_line
 from sessdb.session import Session
 from sessdb.wire import Step
 
@@ -203,7 +204,7 @@ class NewSessionRows:
         try:
             writer = await Backend.open(self.dsn, app_name=WRITER_APP_NAME, settings=_WRITER_SETTINGS)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             if not self._failing:
                 log.warning("cannot open the connection that writes new sessions' rows (each session writes its "
                             "own meanwhile): %s", reason)

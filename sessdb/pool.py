@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 
 from sessdb.connection import Backend
-from sessdb.errors import DatabaseError, ServiceUnavailable
+from sessdb.errors import DatabaseError, ServiceUnavailable, first_line
 
 log = logging.getLogger("sessdb.pool")
 
@@ -62,7 +62,7 @@ class ConnectionPool:
             await asyncio.gather(*(b.close() for b in backends))
             if not isinstance(failed[0], psycopg.Error):
                 raise failed[0]
-            raise DatabaseError(f"cannot open connections: {str(failed[0]).strip().splitlines()[0]}") from None
+            raise DatabaseError(f"cannot open connections: {first_line(failed[0])}") from None
         for backend in backends:
             self._all.add(backend)
             self._idle.append(backend)
@@ -249,7 +249,7 @@ class ConnectionPool:
                 self._failing = None
                 return backend
             except psycopg.Error as exc:
-                self._failing = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self._failing = first_line(exc)
                 if self._opening > 1:
                     return None  # one opener retries while PostgreSQL is unreachable
                 log.warning("cannot open a pool connection (retrying in %.1fs): %s", delay, exc)

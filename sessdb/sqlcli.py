@@ -13,7 +13,7 @@ from typing import TextIO
 import psycopg
 from psycopg import sql
 
-from sessdb.errors import DatabaseError, SessdbError
+from sessdb.errors import DatabaseError, SessdbError, first_line
 from sessdb.servicesql import Command, ServiceSyntaxError, parse_command, split_script
 
 _FUNCTIONS = {
@@ -50,7 +50,7 @@ def run_script(dsn: str, text: str, *, out: TextIO) -> int:
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
+        raise DatabaseError(f"cannot reach PostgreSQL: {first_line(exc)}") from None
     with conn:
         conn.add_notice_handler(lambda d: print(f"{d.severity}: {d.message_primary}", file=out, flush=True))
         for number, statement in enumerate(statements, 1):
@@ -90,7 +90,7 @@ def _run_one(conn: psycopg.Connection, statement: str, number: int, out: TextIO)
             cur = conn.execute(statement.encode())  # bytes: sent as written, no placeholders
     except psycopg.Error as exc:
         state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
-        raise SessdbError(f"statement {number}{state}: {str(exc).strip().splitlines()[0]}") from None
+        raise SessdbError(f"statement {number}{state}: {first_line(exc)}") from None
     _print_result(cur, out)
 
 

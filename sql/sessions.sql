@@ -440,8 +440,6 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
-DROP FUNCTION IF EXISTS sessdb._sync_session_row(text, text);  -- d2b1a8b's, reverted
-
 -- A sessionless request ends with sessdb._end_pooled, the last value of its last statement, in
 -- the request's own transaction and round trip: it forgets everything the request left on the
 -- connection that DISCARD ALL would forget and a user can see, but the engine's own prepared
