@@ -46,7 +46,7 @@ log = logging.getLogger("sessdb.engine")
 _SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= nullif($3, '')::float8 + "
              f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
-             " THEN (SELECT extract(epoch FROM clock_timestamp())::text FROM sessdb._sync_from_request($1, $2)) END")
+             " THEN sessdb._sync_from_request_at($1, $2) END")
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._warm_up)
 # PostgreSQL plans a prepared statement with parameters anew at each of its first five runs on a
 # connection (custom plans), and from the sixth on uses one generic plan when that costs no more,

@@ -440,6 +440,17 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
+-- The same, as the engine's bookkeeping step calls it: answers when (PostgreSQL's epoch seconds)
+-- the row got its release time. A plain call costs PostgreSQL about 10 us less a request than a
+-- subquery over _sync_from_request in that step, even when the CASE around it does not call it:
+-- the subquery's plan is set up at each run.
+CREATE OR REPLACE FUNCTION sessdb._sync_from_request_at(engine text, addr text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM sessdb._sync_from_request(engine, addr);
+    RETURN extract(epoch FROM clock_timestamp())::text;
+END $$;
+
 -- A sessionless request ends with sessdb._end_pooled, the last value of its last statement, in
 -- the request's own transaction and round trip: it forgets everything the request left on the
 -- connection that DISCARD ALL would forget and a user can see, but the engine's own prepared
@@ -505,7 +516,7 @@ BEGIN
         PERFORM set_config('sessdb.session_creator', '1', true);
         PERFORM set_config('sessdb.slots', '-1:1000000', true);
         PERFORM sessdb.sa_set_http_option('SessionID', 'sessdb-warm-up-' || pg_backend_pid());
-        PERFORM sessdb._sync_from_request('', '');
+        PERFORM sessdb._sync_from_request_at('', '');
         PERFORM sessdb._raise('SD000', 'warmed up');
     EXCEPTION WHEN others OR query_canceled THEN
         NULL;
