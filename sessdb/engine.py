@@ -279,16 +279,18 @@ class Engine:
         slots, default_timeout = f"{self.slot_class}:{self.settings.max_sessions}", _minutes(self.default_timeout())
         if session is None and run.creator:
             return list(_sessionless_settings(default_timeout, slots))
-        return list(zip(_SESSION_SETTINGS, (
+        values = (
             session.id if session else "",
             session.created_at.isoformat() if session else "",
             session.last_time.isoformat() if session and session.last_time else "",
             _minutes(session.timeout_minutes) if session else "",
             default_timeout,
-            "1" if run.creator else "0",
+            "1" if run.creator else "",
             "",
             slots,
-        ), strict=True))
+        )
+        # the empty ones are left out, as for a sessionless request (see _sessionless_settings)
+        return [(name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value]
 
     async def _execute(self, backend: Backend, call: Call, run: RequestSessions, plan: ResponsePlan,
                        ticket: Ticket, *, mirror_written: str | None) -> Outcome:
@@ -492,8 +494,10 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
 
     The empty ones are left out: they are empty (or unset, which the SQL functions read the
     same way) at the start of every transaction of a pooled connection, since the engine sets
-    them transaction-local only and the reset runs ``RESET ALL``. Each one costs PostgreSQL
-    a few microseconds per request.
+    them transaction-local only and the reset runs ``RESET ALL``; a session's connection is not
+    reset, but nothing sets them for longer than a transaction there either. Each one costs
+    PostgreSQL a few microseconds per request. ``sessdb.session_creator`` is ``1`` or left out
+    (the SQL functions only ask whether it is ``1``).
     """
     values = ("", "", "", "", default_timeout, "1", "", slots)
     return tuple((name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value)

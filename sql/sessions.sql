@@ -10,7 +10,7 @@
 --   * The request's view of its session is in transaction-local settings the engine sets at
 --     the start of each request: sessdb.session_id, .session_created, .session_last,
 --     .session_timeout, .session_creator ('1' when the request started without a session),
---     .pending_id and .slots ('<class>:<max>').
+--     .pending_id and .slots ('<class>:<max>'); an empty one is not set, and reads as unset.
 --   * Changes are reported to the engine while the statement runs, as 'sessdb-event' notices.
 -- sessdb.http_sessions mirrors the engine's sessions for other connections: the engine writes a
 -- new session's row after its creator's statement (in batches, sessdb._mirror_new_sessions);
