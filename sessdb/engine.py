@@ -275,20 +275,15 @@ class Engine:
             raise
 
     def _settings_for(self, run: RequestSessions) -> list[tuple[str, str]]:
-        session = run.session
+        """The session settings of a request, before its statement: those of its session, or,
+        for a request that starts outside any, those that let it create one."""
         slots, default_timeout = f"{self.slot_class}:{self.settings.max_sessions}", _minutes(self.default_timeout())
-        if session is None and run.creator:
+        session = run.inherited
+        if session is None:
             return list(_sessionless_settings(default_timeout, slots))
-        values = (
-            session.id if session else "",
-            session.created_at.isoformat() if session else "",
-            session.last_time.isoformat() if session and session.last_time else "",
-            _minutes(session.timeout_minutes) if session else "",
-            default_timeout,
-            "1" if run.creator else "",
-            "",
-            slots,
-        )
+        last = session.last_time.isoformat() if session.last_time else ""
+        values = (session.id, session.created_at.isoformat(), last, _minutes(session.timeout_minutes),
+                  default_timeout, "", "", slots)
         # the empty ones are left out, as for a sessionless request (see _sessionless_settings)
         return [(name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value]
 
@@ -495,9 +490,10 @@ def _sessionless_settings(default_timeout: str, slots: str) -> tuple[tuple[str, 
     The empty ones are left out: they are empty (or unset, which the SQL functions read the
     same way) at the start of every transaction of a pooled connection, since the engine sets
     them transaction-local only and the reset runs ``RESET ALL``; a session's connection is not
-    reset, but nothing sets them for longer than a transaction there either. Each one costs
-    PostgreSQL a few microseconds per request. ``sessdb.session_creator`` is ``1`` or left out
-    (the SQL functions only ask whether it is ``1``).
+    reset, but neither the engine nor its SQL functions set them for longer than a transaction
+    there either (a statement that sets ``sessdb.*`` settings itself is on its own). Each one
+    costs PostgreSQL a few microseconds per request. ``sessdb.session_creator`` is ``1`` here and
+    left out for a session's requests (the SQL functions only ask whether it is ``1``).
     """
     values = ("", "", "", "", default_timeout, "1", "", slots)
     return tuple((name, value) for name, value in zip(_SESSION_SETTINGS, values, strict=True) if value)
