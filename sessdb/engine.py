@@ -42,11 +42,12 @@ log = logging.getLogger("sessdb.engine")
 
 # A session request writes the mirror row when it was last written MIRROR_SLACK seconds ago or
 # more ($3, PostgreSQL's epoch; '': write it), or its statement changed the session (a pending id
-# or delete, a new timeout). It answers when it wrote it (epoch), else NULL.
+# or delete, a new timeout). It answers when it wrote it (epoch), else NULL. It names only
+# PostgreSQL's functions and schema sessdb_request, which every role may use (see run_call).
 _SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= nullif($3, '')::float8 + "
              f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
              " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
-             " THEN sessdb._sync_from_request_at($1, $2) END")
+             " THEN sessdb_request.sync_from_request($1, $2) END")
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._warm_up)
 # PostgreSQL plans a prepared statement with parameters anew at each of its first five runs on a
 # connection (custom plans), and from the sixth on uses one generic plan when that costs no more,
@@ -302,7 +303,7 @@ class Engine:
         return await run_call(backend, call, ticket, on_event=on_event, statement_timeout_ms=self.statement_timeout_ms,
                               extra_settings=self._settings_for(run),
                               before_commit=_bookkeeping(self.engine_id, run.peer, mirror_written),
-                              end_request=mirror_written is None)
+                              any_role_names=True, end_request=mirror_written is None)
 
     async def _run_pooled(self, backend: Backend, call: Call, inp: HttpInput, ticket: Ticket) -> Result:
         run = RequestSessions(inherited=None, peer=inp.peer)

@@ -99,13 +99,16 @@ _READ_PGRST = "SELECT current_setting('response.headers', true), current_setting
 
 async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *, on_event: EventHandler | None = None,
                    statement_timeout_ms: int | None = None, extra_settings: list[tuple[str, str]] | None = None,
-                   before_commit: tuple[str, list[Any]] | None = None, end_request: bool = False) -> Outcome:
+                   before_commit: tuple[str, list[Any]] | None = None, any_role_names: bool = False,
+                   end_request: bool = False) -> Outcome:
     """Run ``call`` in its own transaction on ``backend``; never raises for SQL errors.
 
     ``extra_settings`` are more transaction-local settings; ``before_commit`` is a select list
     (text with ``$n`` placeholders, possibly empty, and params) evaluated after the service statement, inside its
-    transaction, as the engine's role. ``end_request`` resets a sessionless connection in the
-    same round trip (``Outcome.clean``).
+    transaction, as the engine's role. ``any_role_names`` says that the select list names only
+    what every role may use (PostgreSQL's functions, schema ``sessdb_request``): its step may
+    then be prepared with the request's role in force and reset the role itself (see ``_steps``).
+    ``end_request`` resets a sessionless connection in the same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
     (``psycopg.OperationalError``) are returned the same way; the caller checks
     ``backend.broken``. Cancellation propagates (the caller cancels the statement first).
@@ -117,7 +120,8 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
         return outcome
     backend.on_notice = _notice_router(on_event) if on_event else None
     reset_as = backend.login if end_request else None
-    steps = _steps(call, statement_timeout_ms, extra_settings or [], before_commit, reset_as)
+    steps = _steps(call, statement_timeout_ms, extra_settings or [], before_commit, reset_as,
+                   fold_reset=any_role_names and reset_as is None and not statement_timeout_ms)
     backend.running = True
     try:
         for attempt in (1, 2):
@@ -151,11 +155,16 @@ async def _commit_left_open(backend: Backend, outcome: Outcome) -> None:
 
 
 def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
-           before_commit: tuple[str, list[Any]] | None, reset_as: str | None) -> list[Step]:
+           before_commit: tuple[str, list[Any]] | None, reset_as: str | None, *, fold_reset: bool = False) -> list[Step]:
     """The request's pipeline: settings, statement, pgrst read; for a sessionless request, the
     read ends with the reset of the connection (``sessdb._end_pooled``).
 
     ``reset_as`` is the engine's login role, given when the connection is to be reset.
+    ``fold_reset`` leaves out the step that resets the role and the statement timeout before the
+    last one: the last step resets them itself, after its pgrst read and before its select list
+    runs. PostgreSQL then prepares that step with the request's role in force, so its names must
+    be ones every role may use; with no statement timeout to lift, the engine's work in it runs
+    without one all the same.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
     steps = [Step(settings_sql, settings_values), Step(call.sql.encode(), call.params)]
@@ -165,21 +174,35 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     # deferred constraints are checked now, as at the commit (the request's settings, role and
     # timeout), so that the bookkeeping and the reset see what their triggers did
     steps.append(_FIRE_DEFERRED)
-    steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
+    if not fold_reset:
+        steps.append(ENGINE_ROLE)  # the bookkeeping and the reset run as the engine's login
     select, params = before_commit
     reset_param = 0
     if reset_as is not None:
         params = [*params, reset_as]
         reset_param = len(params)
-    steps.append(Step(_tail_sql(select, reset_param), params))
+    steps.append(Step(_tail_sql(select, reset_param, fold_reset), params))
     return steps
 
 
+# ENGINE_ROLE's settings as one expression of the last step (see _steps)
+_RESET_ROLE_EXPR = "num_nulls(set_config('role', 'none', true), set_config('statement_timeout', '0', true))"
+
+
 @functools.lru_cache(maxsize=16)
-def _tail_sql(select: str, reset_param: int) -> bytes:
-    """The last step's SQL: the pgrst read, the engine's ``select`` list (if any), and the reset
-    of the connection (``sessdb._end_pooled``) as the login in ``$reset_param`` unless that is 0."""
-    sql = f"{_READ_PGRST}, {select}" if select else _READ_PGRST
+def _tail_sql(select: str, reset_param: int, fold_reset: bool = False) -> bytes:
+    """The last step's SQL: the pgrst read, the reset of role and timeout when ``fold_reset``,
+    the engine's ``select`` list (if any), and the reset of the connection
+    (``sessdb._end_pooled``) as the login in ``$reset_param`` unless that is 0.
+
+    PostgreSQL evaluates a select list in order: the pgrst read comes before the reset, and
+    the reset before anything of the engine's."""
+    parts = [_READ_PGRST]
+    if fold_reset:
+        parts.append(_RESET_ROLE_EXPR)
+    if select:
+        parts.append(select)
+    sql = ", ".join(parts)
     if reset_param:
         # a request that created a session keeps the connection: the reset would refuse, so it
         # is not called (about 20 us of PostgreSQL's CPU a creation, on a connection seldom used)

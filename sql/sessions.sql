@@ -440,16 +440,20 @@ BEGIN
         'idle', 0, addr);
 END $$;
 
--- The same, as the engine's bookkeeping step calls it: answers when (PostgreSQL's epoch seconds)
--- the row got its release time. A plain call costs PostgreSQL about 10 us less a request than a
--- subquery over _sync_from_request in that step, even when the CASE around it does not call it:
--- the subquery's plan is set up at each run.
-CREATE OR REPLACE FUNCTION sessdb._sync_from_request_at(engine text, addr text)
+-- The same, as the last step of a session request calls it: answers when (PostgreSQL's epoch
+-- seconds) the row got its release time. That step starts with the request's role in force, so it
+-- names only this schema of its own, on which every role has USAGE (migration 0005), and
+-- PostgreSQL's own functions; it resets the role before it calls this, so the body runs as the
+-- engine's login. Anyone may call it, but it can do no more than they could: without USAGE on
+-- sessdb it fails at once. A plain call costs PostgreSQL about 10 us less a request than a
+-- subquery in that step, even when the CASE around it does not call it.
+CREATE OR REPLACE FUNCTION sessdb_request.sync_from_request(engine text, addr text)
 RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM sessdb._sync_from_request(engine, addr);
     RETURN extract(epoch FROM clock_timestamp())::text;
 END $$;
+GRANT EXECUTE ON FUNCTION sessdb_request.sync_from_request(text, text) TO PUBLIC;
 
 -- A sessionless request ends with sessdb._end_pooled, the last value of its last statement, in
 -- the request's own transaction and round trip: it forgets everything the request left on the
@@ -516,7 +520,7 @@ BEGIN
         PERFORM set_config('sessdb.session_creator', '1', true);
         PERFORM set_config('sessdb.slots', '-1:1000000', true);
         PERFORM sessdb.sa_set_http_option('SessionID', 'sessdb-warm-up-' || pg_backend_pid());
-        PERFORM sessdb._sync_from_request_at('', '');
+        PERFORM sessdb_request.sync_from_request('', '');
         PERFORM sessdb._raise('SD000', 'warmed up');
     EXCEPTION WHEN others OR query_canceled THEN
         NULL;

@@ -62,8 +62,10 @@ def test_the_alembic_command_downgrades_and_upgrades(scratch_dsn: str) -> None:
     assert down.returncode == 0, down.stderr
     with psycopg.connect(scratch_dsn) as conn:
         left = conn.execute("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                            "WHERE n.nspname = 'sessdb'").fetchone()
+                            "WHERE n.nspname IN ('sessdb', 'sessdb_request')").fetchone()
+        request_schema = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'sessdb_request'").fetchone()
     assert left == (0,), "downgrade base leaves no sessdb functions behind"
+    assert request_schema == (0,)
     up = alembic("upgrade", "head")
     assert up.returncode == 0, up.stderr
     migrate(scratch_dsn)

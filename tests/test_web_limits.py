@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -236,6 +237,55 @@ async def test_a_session_requests_deferred_triggers_fire_as_its_role_and_a_faili
         svcconn.execute(f"DROP TABLE public.{parent}")
         svcconn.execute(f"DROP FUNCTION public.{add}(text, int, int, text)")
         svcconn.execute(f"DROP FUNCTION public.{note}()")
+        svcconn.execute(f"DROP OWNED BY {role}")
+        svcconn.execute(f"DROP ROLE {role}")
+
+
+async def test_a_session_request_needs_no_usage_on_sessdb_for_its_role_even_one_its_statement_set(
+        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+    # the engine's last step of a session request is prepared with the request's role in force:
+    # a service role with no rights on schema sessdb is served, and the session's row is kept,
+    # both for a service that runs as that role and after a role-less statement SET it for good
+    role = unique("bare_role")
+    svcconn.execute(f"CREATE ROLE {role} NOLOGIN")
+
+    def row_of(session_id: str):  # type: ignore[no-untyped-def]
+        return svcconn.execute("SELECT client_addr, last_time FROM sessdb.http_sessions WHERE session_id = %s",
+                               [session_id]).fetchone()
+
+    try:
+        client = await make_client(pool_size=1, session_bind_ip=False)
+        make = await services.create(client, "RAW", "SELECT 'made' FROM (SELECT sa_set_http_option('SessionID', :sid)) s")
+        end = await services.create(client, "RAW", "SELECT 'ended' FROM (SELECT sa_set_http_option('SessionID', '')) s")
+        who = await services.create(client, "RAW", "SELECT current_user::text", user_name=role)
+        plain_who = await services.create(client, "RAW", "SELECT current_user::text")
+        become = await services.create(client, "RAW", "SELECT set_config('role', :r, false)")
+        unbecome = await services.create(client, "RAW", "SELECT set_config('role', 'none', false)")
+
+        async def get(name: str, **params: str) -> tuple[int, str]:
+            resp = await client.get(f"/{name}", params=params)
+            return resp.status, await resp.text()
+
+        # a request from another address has the session's row written in its transaction
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
+            for session_id, first, then in (("BARE-1", (who, {}), (who, {})),
+                                             ("BARE-2", (become, {"r": role}), (plain_who, {}))):
+                assert await get(make, sid=session_id) == (200, "made")
+                _, created = await until(lambda sid=session_id: row_of(sid))
+                async with other.get(client.make_url(f"/{first[0]}"), params={"sessionid": session_id, **first[1]}) \
+                        as resp:
+                    assert resp.status == 200, await resp.text()
+                addr, written = row_of(session_id)
+                assert addr == "127.0.0.2" and written > created  # the bookkeeping ran, as the engine
+                assert await get(then[0], sessionid=session_id, **then[1]) == (200, role)
+                assert await get(unbecome, sessionid=session_id) == (200, "none")  # so that it can end
+                assert await get(end, sessionid=session_id) == (200, "ended")
+        # anyone may call the step's function, but it can do no more than they could
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with svcconn.transaction():
+                svcconn.execute(f"SET LOCAL ROLE {role}")
+                svcconn.execute("SELECT sessdb_request.sync_from_request('engine', 'addr')")
+    finally:
         svcconn.execute(f"DROP OWNED BY {role}")
         svcconn.execute(f"DROP ROLE {role}")
 
