@@ -44,7 +44,8 @@ _RESET = (
 # the engine's own statements after a request's run as the login (after an authorized service's
 # role, or a statement that SET ROLE: local, so a session keeps its role) and without the request's
 # statement timeout (a request's own work is done by then)
-ENGINE_ROLE = Step(b"SELECT set_config('role', 'none', true), set_config('statement_timeout', '0', true)")
+ENGINE_ROLE = Step(b"SELECT pg_catalog.set_config('role', 'none', true),"
+                  b" pg_catalog.set_config('statement_timeout', '0', true)")
 
 # the session is over: the connection holds none, and the reset may run (see sessdb._end_pooled)
 _END_AND_RESET = b"SELECT set_config('sessdb.holds_session', '', false), sessdb._end_pooled($1)"

@@ -42,12 +42,23 @@ log = logging.getLogger("sessdb.engine")
 
 # A session request writes the mirror row when it was last written MIRROR_SLACK seconds ago or
 # more ($3, PostgreSQL's epoch; '': write it), or its statement changed the session (a pending id
-# or delete, a new timeout). It answers when it wrote it (epoch), else NULL. It names only
-# PostgreSQL's functions and schema sessdb_request, which every role may use (see run_call).
-_SYNC_SQL = ("CASE WHEN $3 = '' OR extract(epoch FROM clock_timestamp()) >= nullif($3, '')::float8 + "
-             f"{MIRROR_SLACK} OR coalesce(current_setting('sessdb.pending_id', true), '') <> ''"
-             " OR coalesce(current_setting('sessdb.mirror_stale', true), '') <> ''"
-             " THEN sessdb_request.sync_from_request($1, $2) END")
+# or delete, a new timeout). It answers when it wrote it (epoch), else NULL.
+# PostgreSQL resolves these names while the request's role is in force, with that role's "$user"
+# schema on the search path, and evaluates them after the step has reset the role (see
+# execute.run_call): every function, operator and type is named with its schema, so that no
+# object of the role's can stand in for one and run as the engine's login. The function is in
+# sessdb_request, which every role may use.
+_TEXT = "::pg_catalog.text"
+_SYNC_SQL = (
+    f"CASE WHEN $3 OPERATOR(pg_catalog.=) ''{_TEXT}"
+    + "".join(f" OR coalesce(pg_catalog.current_setting('{name}'{_TEXT}, true), ''{_TEXT}) OPERATOR(pg_catalog.<>) ''{_TEXT}"
+              for name in ("sessdb.pending_id", "sessdb.mirror_stale"))
+    # OPERATOR(...) binds as any operator does, tighter than OR and looser than ::, so the sum has
+    # parentheses; $3 is not '' here, since OR stops at the first true
+    + " OR pg_catalog.date_part('epoch'::pg_catalog.text, pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.>=)"
+    f" ($3::pg_catalog.float8 OPERATOR(pg_catalog.+) {MIRROR_SLACK}::pg_catalog.float8)"
+    " THEN sessdb_request.sync_from_request($1, $2) END"
+)
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._warm_up)
 # PostgreSQL plans a prepared statement with parameters anew at each of its first five runs on a
 # connection (custom plans), and from the sixth on uses one generic plan when that costs no more,

@@ -72,15 +72,17 @@ class Outcome:
 
 @functools.lru_cache(maxsize=64)
 def _settings_sql(names: tuple[str, ...]) -> bytes:
-    """``SELECT num_nulls(set_config('a', $1, true), ...)`` for these names (the engine's own).
+    """``SELECT num_nulls(set_config('a', $1, true), ...)`` for these names (the engine's own),
+    both from ``pg_catalog`` by name: a session's statement may have SET a role for good, whose
+    own schema comes first on the search path.
 
     ``num_nulls`` evaluates every argument and answers one number: the values set (the request
     context among them) do not come back over the wire, about 7 us of PostgreSQL's CPU a request
     less than a row of them. (``ROW(...) IS NULL`` would not do: PostgreSQL splits it into tests
     that stop at the first value that is not NULL.)
     """
-    parts = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(names, 1)]
-    return ("SELECT num_nulls(" + ", ".join(parts) + ")").encode()
+    parts = [f"pg_catalog.set_config('{name}', ${i}, true)" for i, name in enumerate(names, 1)]
+    return ("SELECT pg_catalog.num_nulls(" + ", ".join(parts) + ")").encode()
 
 
 def _settings(call: Call, statement_timeout_ms: int | None,
@@ -94,7 +96,8 @@ def _settings(call: Call, statement_timeout_ms: int | None,
     return _settings_sql(names), list(values)
 
 
-_READ_PGRST = "SELECT current_setting('response.headers', true), current_setting('response.status', true)"
+_READ_PGRST = ("SELECT pg_catalog.current_setting('response.headers', true),"
+               " pg_catalog.current_setting('response.status', true)")
 
 
 async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *, on_event: EventHandler | None = None,
@@ -106,8 +109,9 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     ``extra_settings`` are more transaction-local settings; ``before_commit`` is a select list
     (text with ``$n`` placeholders, possibly empty, and params) evaluated after the service statement, inside its
     transaction, as the engine's role. ``any_role_names`` says that the select list names only
-    what every role may use (PostgreSQL's functions, schema ``sessdb_request``): its step may
-    then be prepared with the request's role in force and reset the role itself (see ``_steps``).
+    what every role may use (PostgreSQL's functions, schema ``sessdb_request``), each with its
+    schema: its step may then be prepared with the request's role in force, and the role's
+    search path, and reset the role itself (see ``_steps``).
     ``end_request`` resets a sessionless connection in the same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
     (``psycopg.OperationalError``) are returned the same way; the caller checks
@@ -163,8 +167,9 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     ``fold_reset`` leaves out the step that resets the role and the statement timeout before the
     last one: the last step resets them itself, after its pgrst read and before its select list
     runs. PostgreSQL then prepares that step with the request's role in force, so its names must
-    be ones every role may use; with no statement timeout to lift, the engine's work in it runs
-    without one all the same.
+    be ones every role may use, with their schema (a role's own "$user" schema is on the search
+    path). The engine sets no statement timeout then; one the statement or the database set
+    still applies to that step, as it does to the statement.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
     steps = [Step(settings_sql, settings_values), Step(call.sql.encode(), call.params)]
@@ -185,8 +190,11 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     return steps
 
 
-# ENGINE_ROLE's settings as one expression of the last step (see _steps)
-_RESET_ROLE_EXPR = "num_nulls(set_config('role', 'none', true), set_config('statement_timeout', '0', true))"
+# ENGINE_ROLE's settings as one expression of the last step (see _steps); its names carry their
+# schema, since the request's role is in force when PostgreSQL resolves them, and what they name
+# runs after the reset (see run_call)
+_RESET_ROLE_EXPR = ("pg_catalog.num_nulls(pg_catalog.set_config('role'::pg_catalog.text, 'none'::pg_catalog.text, true),"
+                    " pg_catalog.set_config('statement_timeout'::pg_catalog.text, '0'::pg_catalog.text, true))")
 
 
 @functools.lru_cache(maxsize=16)

@@ -242,12 +242,25 @@ async def test_a_session_requests_deferred_triggers_fire_as_its_role_and_a_faili
 
 
 async def test_a_session_request_needs_no_usage_on_sessdb_for_its_role_even_one_its_statement_set(
-        make_client, services: ServiceMaker, svcconn: psycopg.Connection) -> None:
+        make_client, services: ServiceMaker, table: str, svcconn: psycopg.Connection) -> None:
     # the engine's last step of a session request is prepared with the request's role in force:
     # a service role with no rights on schema sessdb is served, and the session's row is kept,
-    # both for a service that runs as that role and after a role-less statement SET it for good
+    # both for a service that runs as that role and after a role-less statement SET it for good;
+    # and what the role put in its own schema, first on the search path ("$user"), never stands
+    # in for what the step calls once it has reset the role
     role = unique("bare_role")
     svcconn.execute(f"CREATE ROLE {role} NOLOGIN")
+    svcconn.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    with svcconn.transaction():
+        svcconn.execute(f"SET LOCAL ROLE {role}")
+        trap = f"INSERT INTO public.{table} (v) VALUES ('trapped as ' || current_user)"
+        svcconn.execute(f"CREATE FUNCTION {role}.num_nulls(text, text) RETURNS int LANGUAGE plpgsql "
+                        f"AS $$ BEGIN {trap}; RETURN 0; END $$")
+        for name, args, kind in (("ge", "numeric, float8", "boolean"), ("plus", "float8, integer", "float8")):
+            svcconn.execute(f"CREATE FUNCTION {role}.{name}({args}) RETURNS {kind} LANGUAGE plpgsql "
+                            f"AS $$ BEGIN {trap}; RETURN NULL; END $$")
+        svcconn.execute(f"CREATE OPERATOR {role}.>= (LEFTARG = numeric, RIGHTARG = float8, FUNCTION = {role}.ge)")
+        svcconn.execute(f"CREATE OPERATOR {role}.+ (LEFTARG = float8, RIGHTARG = integer, FUNCTION = {role}.plus)")
 
     def row_of(session_id: str):  # type: ignore[no-untyped-def]
         return svcconn.execute("SELECT client_addr, last_time FROM sessdb.http_sessions WHERE session_id = %s",
@@ -280,6 +293,7 @@ async def test_a_session_request_needs_no_usage_on_sessdb_for_its_role_even_one_
                 assert await get(then[0], sessionid=session_id, **then[1]) == (200, role)
                 assert await get(unbecome, sessionid=session_id) == (200, "none")  # so that it can end
                 assert await get(end, sessionid=session_id) == (200, "ended")
+        assert svcconn.execute(f"SELECT v FROM public.{table}").fetchall() == []
         # anyone may call the step's function, but it can do no more than they could
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with svcconn.transaction():
