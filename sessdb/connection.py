@@ -43,9 +43,12 @@ _RESET = (
 
 # the engine's own statements after a request's run as the login (after an authorized service's
 # role, or a statement that SET ROLE: local, so a session keeps its role) and without the request's
-# statement timeout (a request's own work is done by then)
-ENGINE_ROLE = Step(b"SELECT pg_catalog.set_config('role', 'none', true),"
-                  b" pg_catalog.set_config('statement_timeout', '0', true)")
+# statement timeout (a request's own work is done by then). The expression is also the middle of
+# the last step of a session request without REQUEST_TIMEOUT, in place of ENGINE_ROLE (see
+# execute._steps), where PostgreSQL resolves it as the request's role: its names carry their schema.
+ENGINE_ROLE_EXPR = ("pg_catalog.num_nulls(pg_catalog.set_config('role', 'none', true),"
+                    " pg_catalog.set_config('statement_timeout', '0', true))")
+ENGINE_ROLE = Step(b"SELECT " + ENGINE_ROLE_EXPR.encode())
 
 # the session is over: the connection holds none, and the reset may run (see sessdb._end_pooled)
 _END_AND_RESET = b"SELECT set_config('sessdb.holds_session', '', false), sessdb._end_pooled($1)"

@@ -43,20 +43,21 @@ log = logging.getLogger("sessdb.engine")
 # A session request writes the mirror row when it was last written MIRROR_SLACK seconds ago or
 # more ($3, PostgreSQL's epoch; '': write it), or its statement changed the session (a pending id
 # or delete, a new timeout). It answers when it wrote it (epoch), else NULL.
-# PostgreSQL resolves these names while the request's role is in force, with that role's "$user"
-# schema on the search path, and evaluates them after the step has reset the role (see
-# execute.run_call): every function, operator and type is named with its schema, so that no
-# object of the role's can stand in for one and run as the engine's login. The function is in
-# sessdb_request, which every role may use.
-_TEXT = "::pg_catalog.text"
+# PostgreSQL resolves these names while the request's role is in force, with that role's own
+# "$user" schema on the search path, and evaluates them after the step has reset the role (see
+# execute._steps): every function, operator and type is named with its schema, so that no object
+# of the role's that fits the arguments better than pg_catalog's can stand in for one and run as
+# the engine's login. The function is in sessdb_request, which every role may use. OPERATOR(...)
+# binds as any operator does (tighter than OR, looser than ::), hence the parentheses; $3 is not
+# '' in the last test, since OR stops at the first true one.
 _SYNC_SQL = (
-    f"CASE WHEN $3 OPERATOR(pg_catalog.=) ''{_TEXT}"
-    + "".join(f" OR coalesce(pg_catalog.current_setting('{name}'{_TEXT}, true), ''{_TEXT}) OPERATOR(pg_catalog.<>) ''{_TEXT}"
-              for name in ("sessdb.pending_id", "sessdb.mirror_stale"))
-    # OPERATOR(...) binds as any operator does, tighter than OR and looser than ::, so the sum has
-    # parentheses; $3 is not '' here, since OR stops at the first true
-    + " OR pg_catalog.date_part('epoch'::pg_catalog.text, pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.>=)"
-    f" ($3::pg_catalog.float8 OPERATOR(pg_catalog.+) {MIRROR_SLACK}::pg_catalog.float8)"
+    "CASE WHEN $3 OPERATOR(pg_catalog.=) ''::pg_catalog.text"
+    " OR coalesce(pg_catalog.current_setting('sessdb.pending_id', true), '')"
+    " OPERATOR(pg_catalog.<>) ''::pg_catalog.text"
+    " OR coalesce(pg_catalog.current_setting('sessdb.mirror_stale', true), '')"
+    " OPERATOR(pg_catalog.<>) ''::pg_catalog.text"
+    " OR pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())"
+    f" OPERATOR(pg_catalog.>=) ($3::pg_catalog.float8 OPERATOR(pg_catalog.+) {MIRROR_SLACK}::pg_catalog.float8)"
     " THEN sessdb_request.sync_from_request($1, $2) END"
 )
 _WARM_UP_CALL = placeholder_call("SELECT 1")  # what a new spare runs (Engine._warm_up)

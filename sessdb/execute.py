@@ -1,8 +1,11 @@
 """Running one ``Call`` on one backend, in one transaction, in one network round trip.
 
-The request is one libpq pipeline: the settings of the request context, the statement, and a
-read of PostgREST's ``response.*`` settings with the engine's bookkeeping, which for a
-sessionless request ends with the reset of the connection (``sessdb._end_pooled``). Statements
+The request is one libpq pipeline: the settings of the request context (and the request's role
+and timeout), the statement, then for the engine's requests ``SET CONSTRAINTS ALL IMMEDIATE``
+(deferred triggers fire as the request's role), the reset of role and timeout, and a read of
+PostgREST's ``response.*`` settings with the engine's bookkeeping, which for a sessionless
+request ends with the reset of the connection (``sessdb._end_pooled``). A session request
+without a timeout makes the role reset part of that last step (see ``_steps``). Statements
 sent together up to a Sync run in one implicit transaction: it commits at the Sync when all
 succeeded and rolls back when one failed, so the request needs no BEGIN or COMMIT of its own.
 Events the ``sessdb`` functions raise while the statement runs (``sessdb-event`` notices) are
@@ -25,7 +28,7 @@ import psycopg
 from psycopg import pq
 from psycopg.pq import TransactionStatus
 
-from sessdb.connection import ENGINE_ROLE, Backend
+from sessdb.connection import ENGINE_ROLE, ENGINE_ROLE_EXPR, Backend
 from sessdb.wire import FAILED_STATUSES, ExecStatus, Step, Wire
 from sessdb.plan import Call
 
@@ -74,7 +77,7 @@ class Outcome:
 def _settings_sql(names: tuple[str, ...]) -> bytes:
     """``SELECT num_nulls(set_config('a', $1, true), ...)`` for these names (the engine's own),
     both from ``pg_catalog`` by name: a session's statement may have SET a role for good, whose
-    own schema comes first on the search path.
+    own schema is then on the search path.
 
     ``num_nulls`` evaluates every argument and answers one number: the values set (the request
     context among them) do not come back over the wire, about 7 us of PostgreSQL's CPU a request
@@ -110,7 +113,7 @@ async def run_call(backend: Backend, call: Call, ticket: Ticket | None = None, *
     (text with ``$n`` placeholders, possibly empty, and params) evaluated after the service statement, inside its
     transaction, as the engine's role. ``any_role_names`` says that the select list names only
     what every role may use (PostgreSQL's functions, schema ``sessdb_request``), each with its
-    schema: its step may then be prepared with the request's role in force, and the role's
+    schema: its step may then be prepared with the request's role in force, and that role's
     search path, and reset the role itself (see ``_steps``).
     ``end_request`` resets a sessionless connection in the same round trip (``Outcome.clean``).
     A SQL error is returned in ``Outcome.error`` after the rollback. Connection failures
@@ -159,17 +162,21 @@ async def _commit_left_open(backend: Backend, outcome: Outcome) -> None:
 
 
 def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tuple[str, str]],
-           before_commit: tuple[str, list[Any]] | None, reset_as: str | None, *, fold_reset: bool = False) -> list[Step]:
-    """The request's pipeline: settings, statement, pgrst read; for a sessionless request, the
-    read ends with the reset of the connection (``sessdb._end_pooled``).
+           before_commit: tuple[str, list[Any]] | None, reset_as: str | None, *,
+           fold_reset: bool = False) -> list[Step]:
+    """The request's pipeline: settings, statement, then either the pgrst read alone or
+    ``SET CONSTRAINTS``, the reset of role and timeout (``ENGINE_ROLE``), and the pgrst read with
+    ``before_commit``'s select list; for a sessionless request, the read ends with the reset of
+    the connection (``sessdb._end_pooled``).
 
     ``reset_as`` is the engine's login role, given when the connection is to be reset.
     ``fold_reset`` leaves out the step that resets the role and the statement timeout before the
     last one: the last step resets them itself, after its pgrst read and before its select list
     runs. PostgreSQL then prepares that step with the request's role in force, so its names must
     be ones every role may use, with their schema (a role's own "$user" schema is on the search
-    path). The engine sets no statement timeout then; one the statement or the database set
-    still applies to that step, as it does to the statement.
+    path, and an object there that fits the arguments better than pg_catalog's would be chosen).
+    The engine sets no statement timeout then; one the statement or the database set still
+    applies to that step, as it does to the statement.
     """
     settings_sql, settings_values = _settings(call, statement_timeout_ms, extra_settings)
     steps = [Step(settings_sql, settings_values), Step(call.sql.encode(), call.params)]
@@ -190,13 +197,6 @@ def _steps(call: Call, statement_timeout_ms: int | None, extra_settings: list[tu
     return steps
 
 
-# ENGINE_ROLE's settings as one expression of the last step (see _steps); its names carry their
-# schema, since the request's role is in force when PostgreSQL resolves them, and what they name
-# runs after the reset (see run_call)
-_RESET_ROLE_EXPR = ("pg_catalog.num_nulls(pg_catalog.set_config('role'::pg_catalog.text, 'none'::pg_catalog.text, true),"
-                    " pg_catalog.set_config('statement_timeout'::pg_catalog.text, '0'::pg_catalog.text, true))")
-
-
 @functools.lru_cache(maxsize=16)
 def _tail_sql(select: str, reset_param: int, fold_reset: bool = False) -> bytes:
     """The last step's SQL: the pgrst read, the reset of role and timeout when ``fold_reset``,
@@ -207,7 +207,7 @@ def _tail_sql(select: str, reset_param: int, fold_reset: bool = False) -> bytes:
     the reset before anything of the engine's."""
     parts = [_READ_PGRST]
     if fold_reset:
-        parts.append(_RESET_ROLE_EXPR)
+        parts.append(ENGINE_ROLE_EXPR)
     if select:
         parts.append(select)
     sql = ", ".join(parts)

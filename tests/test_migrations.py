@@ -13,8 +13,9 @@ LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisd
 WHERE n.nspname = 'sessdb' GROUP BY c.relname, c.relkind ORDER BY 1
 """
 FUNCTIONS_QUERY = """
-SELECT p.oid, p.proname, md5(p.prosrc) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'sessdb' ORDER BY 2, 1
+SELECT n.nspname, p.oid, p.proname, md5(p.prosrc), p.proacl::text FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname IN ('sessdb', 'sessdb_request') ORDER BY 1, 3, 2
 """
 
 
@@ -30,6 +31,7 @@ def test_migrate_twice_changes_nothing_the_second_time(scratch_dsn: str) -> None
     assert snapshot(scratch_dsn) == first
     tables = {row[0] for row in first[0]}
     assert {"services", "http_sessions", "state_items", "alembic_version"} <= tables
+    assert ("sessdb_request", "sync_from_request") in {(row[0], row[2]) for row in first[1]}
 
 
 def test_downgrade_base_then_upgrade_head(scratch_dsn: str) -> None:

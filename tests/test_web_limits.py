@@ -246,8 +246,9 @@ async def test_a_session_request_needs_no_usage_on_sessdb_for_its_role_even_one_
     # the engine's last step of a session request is prepared with the request's role in force:
     # a service role with no rights on schema sessdb is served, and the session's row is kept,
     # both for a service that runs as that role and after a role-less statement SET it for good;
-    # and what the role put in its own schema, first on the search path ("$user"), never stands
-    # in for what the step calls once it has reset the role
+    # and what the role put in its own schema, on the search path as "$user", never stands in for
+    # what the step calls once it has reset the role: a num_nulls that fits the reset's arguments
+    # better than pg_catalog's, and operators that fit an unqualified form of the time check
     role = unique("bare_role")
     svcconn.execute(f"CREATE ROLE {role} NOLOGIN")
     svcconn.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
@@ -268,7 +269,8 @@ async def test_a_session_request_needs_no_usage_on_sessdb_for_its_role_even_one_
 
     try:
         client = await make_client(pool_size=1, session_bind_ip=False)
-        make = await services.create(client, "RAW", "SELECT 'made' FROM (SELECT sa_set_http_option('SessionID', :sid)) s")
+        make = await services.create(client, "RAW",
+                                     "SELECT 'made' FROM (SELECT sa_set_http_option('SessionID', :sid)) s")
         end = await services.create(client, "RAW", "SELECT 'ended' FROM (SELECT sa_set_http_option('SessionID', '')) s")
         who = await services.create(client, "RAW", "SELECT current_user::text", user_name=role)
         plain_who = await services.create(client, "RAW", "SELECT current_user::text")

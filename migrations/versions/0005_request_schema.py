@@ -1,6 +1,6 @@
 """Schema ``sessdb_request``: what the last step of a session request calls, usable by any role.
 
-That step runs with the request's role still in force until its first expression resets it, so
+That step runs with the request's role still in force until an expression of it resets it, so
 PostgreSQL resolves its names (when it prepares the step, or prepares it again) as that role,
 which need not have USAGE on schema ``sessdb``. Its one function therefore lives in a schema of
 its own on which every role has USAGE; the function is defined in ``sql/sessions.sql``. It calls
